@@ -1,0 +1,101 @@
+# quantkit — plain Makefile. Dependencies through pkg-config: zlib, libcjson,
+# openblas, libxxhash, check. Missing ones are installed by
+# scripts/ensure-deps.sh (apt-get as root) before anything is compiled.
+#
+#   make            library (build/libquantkit.a) and tools (bin/)
+#   make test       build and run every test
+#   make asan       the tests (and tools) under AddressSanitizer + UBSan
+#   make demo       the main job on the default model
+#   make bench      benchmarks (see bench/README.md)
+
+CC      ?= cc
+PKGS    := zlib libcjson openblas libxxhash
+BUILD   ?= build
+BIN     ?= bin
+OPT     ?= -O2 -march=x86-64-v2 -mtune=native
+SAN     ?=
+CFLAGS_BASE = -std=c11 -g $(OPT) $(SAN) -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
+              -Iinclude -Icommon -Iformats -pthread -MMD -MP
+
+.DEFAULT_GOAL := all
+
+# Generated once the dependencies are present; make re-reads it after
+# building it, so flags are known before any object is compiled.
+ifeq ($(filter clean distclean help,$(MAKECMDGOALS)),)
+-include $(BUILD)/config.mk
+endif
+
+$(BUILD)/config.mk: Makefile scripts/ensure-deps.sh
+	@sh scripts/ensure-deps.sh
+	@mkdir -p $(BUILD)
+	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))"; \
+	   echo "PKG_LIBS := $$(pkg-config --libs $(PKGS)) -lm"; \
+	   echo "CHECK_CFLAGS := $$(pkg-config --cflags check)"; \
+	   echo "CHECK_LIBS := $$(pkg-config --libs check)"; } > $@.tmp && mv $@.tmp $@
+
+CFLAGS  = $(CFLAGS_BASE) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  = $(PKG_LIBS)
+
+MODULES   := common formats convert quantize eval calibrate
+ALL_SRCS  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+TOOL_SRCS := $(filter $(foreach m,$(MODULES),$(m)/qk_%.c),$(ALL_SRCS))
+LIB_SRCS  := $(filter-out $(TOOL_SRCS),$(ALL_SRCS))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+# formats/qk_inspect.c -> bin/qk-inspect
+TOOLS     := $(foreach s,$(TOOL_SRCS),$(BIN)/$(subst _,-,$(basename $(notdir $(s)))))
+TEST_SRCS := $(wildcard tests/*.c)
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libquantkit.a
+
+.PHONY: all test asan demo bench clean distclean help deps tools check-data
+
+all: $(LIB) $(TOOLS)
+
+deps:
+	@sh scripts/ensure-deps.sh
+
+$(BUILD)/%.o: %.c $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+define tool_rule
+$(BIN)/$(subst _,-,$(basename $(notdir $(1)))): $(BUILD)/$(1:%.c=%.o) $(LIB)
+	@mkdir -p $(BIN)
+	$$(CC) $$(CFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach s,$(TOOL_SRCS),$(eval $(call tool_rule,$(s))))
+
+$(BUILD)/tests/%.o: tests/%.c $(BUILD)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -DQK_SOURCE_DIR='"$(CURDIR)"' -c $< -o $@
+
+$(BUILD)/test_runner: $(TEST_OBJS) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+# QK_BIN_DIR tells the tool tests which binaries to run.
+test: all $(BUILD)/test_runner
+	QK_BIN_DIR=$(CURDIR)/$(BIN) $(BUILD)/test_runner
+
+asan:
+	$(MAKE) BUILD=build-asan BIN=build-asan/bin OPT="-O1" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+demo: all
+	@sh scripts/demo.sh
+
+bench: all
+	@sh bench/run.sh
+
+clean:
+	rm -rf build build-asan bin
+
+distclean: clean
+
+help:
+	@sed -n '1,12p' Makefile
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

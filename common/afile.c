@@ -1,0 +1,473 @@
+/* Atomic output files and directories.
+ *
+ * A file is created unnamed with O_TMPFILE in the destination directory
+ * (falling back to a named ".NAME.qk-tmp-XXXXXX" where the file system lacks
+ * it), filled through a large buffer, fsynced, given a temporary name with
+ * linkat() and renamed over the destination. An unnamed file vanishes by
+ * itself if the process dies, even by SIGKILL; named temporaries are
+ * registered so the signal handler can remove them. */
+#include "quantkit/common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AFILE_BUF (8u << 20)
+#define N_SLOTS 64
+
+/* Temporary paths the signal handler removes: files are unlinked, directories
+ * are emptied (one level) and removed. */
+static struct {
+    volatile sig_atomic_t used;
+    int is_dir;
+    char path[PATH_MAX];
+} g_slots[N_SLOTS];
+
+static int slot_add(const char *path, int is_dir)
+{
+    for (int i = 0; i < N_SLOTS; i++) {
+        if (!g_slots[i].used && strlen(path) < PATH_MAX) {
+            snprintf(g_slots[i].path, PATH_MAX, "%s", path);
+            g_slots[i].is_dir = is_dir;
+            g_slots[i].used = 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void slot_del(int i)
+{
+    if (i >= 0)
+        g_slots[i].used = 0;
+}
+
+/* Async-signal-safe removal of a directory's entries (one level) and itself. */
+static void rm_dir_signal_safe(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        char buf[4096];
+        long n;
+        while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < n;) {
+                struct {
+                    uint64_t ino;
+                    int64_t off;
+                    unsigned short reclen;
+                    unsigned char type;
+                    char name[];
+                } *d = (void *)(buf + off);
+                if (strcmp(d->name, ".") && strcmp(d->name, ".."))
+                    unlinkat(fd, d->name, 0);
+                off += d->reclen;
+            }
+        }
+        close(fd);
+    }
+    rmdir(path);
+}
+
+static void on_signal(int sig)
+{
+    for (int i = 0; i < N_SLOTS; i++) {
+        if (g_slots[i].used) {
+            if (g_slots[i].is_dir)
+                rm_dir_signal_safe(g_slots[i].path);
+            else
+                unlink(g_slots[i].path);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void qk_cleanup_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* A file-size limit makes write() fail with EFBIG instead of killing us. */
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+struct qk_afile {
+    int fd;
+    char *path;   /* destination */
+    char *tmp;    /* named temporary (fallback) or NULL */
+    int slot;
+    uint8_t *buf;
+    size_t buf_n;
+    uint64_t flushed; /* bytes already in the file */
+    int failed;
+};
+
+static char *dir_of(const char *path)
+{
+    char *c = strdup(path);
+    if (!c)
+        return NULL;
+    char *d = strdup(dirname(c));
+    free(c);
+    return d;
+}
+
+static char *tmp_name_for(const char *path)
+{
+    char *c = strdup(path);
+    if (!c)
+        return NULL;
+    char *base = basename(c);
+    char *dir = dir_of(path);
+    size_t n = strlen(path) + 32;
+    char *t = malloc(n);
+    if (t && dir)
+        snprintf(t, n, "%s/.%s.qk-tmp-XXXXXX", dir, base);
+    free(c);
+    free(dir);
+    return t;
+}
+
+int qk_afile_open(qk_afile **out, const char *path)
+{
+    *out = NULL;
+    qk_afile *f = calloc(1, sizeof *f);
+    if (!f)
+        return qk_error(QK_ENOMEM, "%s: out of memory", path);
+    f->fd = -1;
+    f->slot = -1;
+    f->path = strdup(path);
+    char *dir = dir_of(path);
+    if (posix_memalign((void **)&f->buf, 4096, AFILE_BUF))
+        f->buf = NULL;
+    if (!f->path || !dir || !f->buf) {
+        free(dir);
+        qk_afile_abort(f);
+        return qk_error(QK_ENOMEM, "%s: out of memory", path);
+    }
+    if (qk_is_dir(path)) {
+        free(dir);
+        qk_afile_abort(f);
+        return qk_error(QK_EIO, "%s: is a directory", path);
+    }
+    f->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (f->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        f->tmp = tmp_name_for(path);
+        if (f->tmp) {
+            f->fd = mkostemp(f->tmp, O_CLOEXEC);
+            if (f->fd >= 0) {
+                fchmod(f->fd, 0644);
+                f->slot = slot_add(f->tmp, 0);
+            }
+        }
+    }
+    if (f->fd < 0) {
+        int e = errno;
+        qk_error(QK_EIO, "%s: cannot create output in '%s': %s", path, dir, strerror(e));
+        free(dir);
+        qk_afile_abort(f);
+        return QK_EIO;
+    }
+    free(dir);
+    *out = f;
+    return 0;
+}
+
+static int write_all(qk_afile *f, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(f->fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            f->failed = 1;
+            return qk_error(QK_EIO, "%s: write failed after %llu bytes: %s", f->path,
+                            (unsigned long long)f->flushed, strerror(e));
+        }
+        p += w;
+        n -= (size_t)w;
+        f->flushed += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int flush(qk_afile *f)
+{
+    if (f->buf_n == 0)
+        return 0;
+    int rc = write_all(f, f->buf, f->buf_n);
+    f->buf_n = 0;
+    return rc;
+}
+
+int qk_afile_write(qk_afile *f, const void *buf, size_t n)
+{
+    if (f->failed)
+        return qk_error(QK_EIO, "%s: earlier write failed", f->path);
+    const uint8_t *p = buf;
+    if (n >= AFILE_BUF && f->buf_n == 0)
+        return write_all(f, p, n);
+    while (n) {
+        size_t k = AFILE_BUF - f->buf_n;
+        if (k > n)
+            k = n;
+        memcpy(f->buf + f->buf_n, p, k);
+        f->buf_n += k;
+        p += k;
+        n -= k;
+        if (f->buf_n == AFILE_BUF) {
+            int rc = flush(f);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int qk_afile_write_zeros(qk_afile *f, size_t n)
+{
+    static const uint8_t zeros[4096];
+    while (n) {
+        size_t k = n < sizeof zeros ? n : sizeof zeros;
+        int rc = qk_afile_write(f, zeros, k);
+        if (rc)
+            return rc;
+        n -= k;
+    }
+    return 0;
+}
+
+int qk_afile_pwrite(qk_afile *f, const void *buf, size_t n, uint64_t off)
+{
+    uint64_t end;
+    if (qk_add_u64(off, n, &end) || end > qk_afile_tell(f))
+        return qk_error(QK_EINVAL, "%s: patch [%llu, +%zu) beyond the %llu bytes written", f->path,
+                        (unsigned long long)off, n, (unsigned long long)qk_afile_tell(f));
+    int rc = flush(f);
+    if (rc)
+        return rc;
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = pwrite(f->fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            f->failed = 1;
+            return qk_error(QK_EIO, "%s: write failed: %s", f->path, strerror(w < 0 ? errno : ENOSPC));
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+uint64_t qk_afile_tell(const qk_afile *f) { return f->flushed + f->buf_n; }
+
+const char *qk_afile_path(const qk_afile *f) { return f->path; }
+
+int qk_afile_commit(qk_afile *f)
+{
+    int rc = f->failed ? qk_error(QK_EIO, "%s: earlier write failed", f->path) : flush(f);
+    if (!rc && fsync(f->fd) != 0)
+        rc = qk_error(QK_EIO, "%s: fsync: %s", f->path, strerror(errno));
+    if (!rc && !f->tmp) {
+        /* Give the unnamed file a temporary name, then rename it into place. */
+        f->tmp = tmp_name_for(f->path);
+        if (!f->tmp)
+            rc = qk_error(QK_ENOMEM, "%s: out of memory", f->path);
+        for (int attempt = 0; !rc; attempt++) {
+            char *x = strstr(f->tmp, "XXXXXX");
+            if (x == NULL) {
+                rc = qk_error(QK_EIO, "%s: bad temporary name", f->path);
+                break;
+            }
+            snprintf(x, 7, "%06x", (unsigned)((getpid() * 2654435761u + (unsigned)attempt * 40503u) & 0xffffff));
+            char proc[64];
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+            f->slot = slot_add(f->tmp, 0);
+            if (linkat(AT_FDCWD, proc, AT_FDCWD, f->tmp, AT_SYMLINK_FOLLOW) == 0)
+                break;
+            int e = errno;
+            slot_del(f->slot);
+            f->slot = -1;
+            if (e == EEXIST && attempt < 100) {
+                memcpy(x, "XXXXXX", 6);
+                continue;
+            }
+            rc = qk_error(QK_EIO, "%s: cannot name the output: %s", f->path, strerror(e));
+            free(f->tmp);
+            f->tmp = NULL;
+            break;
+        }
+    }
+    if (!rc && rename(f->tmp, f->path) != 0)
+        rc = qk_error(QK_EIO, "%s: rename: %s", f->path, strerror(errno));
+    if (!rc) {
+        /* Make the rename durable. */
+        char *dir = dir_of(f->path);
+        int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+        slot_del(f->slot);
+        f->slot = -1;
+        free(f->tmp);
+        f->tmp = NULL;
+    }
+    qk_afile_abort(f);
+    return rc;
+}
+
+void qk_afile_abort(qk_afile *f)
+{
+    if (!f)
+        return;
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->tmp)
+        unlink(f->tmp);
+    slot_del(f->slot);
+    free(f->tmp);
+    free(f->path);
+    free(f->buf);
+    free(f);
+}
+
+/* ------------------------------------------------------------ directories */
+
+struct qk_adir {
+    char *path;
+    char *tmp;
+    int slot;
+    int replace;
+};
+
+static int rm_tree_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(p);
+}
+
+static void rm_tree(const char *path) { nftw(path, rm_tree_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static int dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = 0;
+    closedir(d);
+    return empty;
+}
+
+int qk_adir_open(qk_adir **out, const char *path, int replace)
+{
+    *out = NULL;
+    if (qk_file_exists(path) && !qk_is_dir(path))
+        return qk_error(QK_EIO, "%s: exists and is not a directory", path);
+    if (qk_is_dir(path) && !dir_is_empty(path) && !replace)
+        return qk_error(QK_EIO, "%s: directory exists and is not empty (use --force to replace it)", path);
+    qk_adir *d = calloc(1, sizeof *d);
+    if (!d)
+        return qk_error(QK_ENOMEM, "%s: out of memory", path);
+    d->slot = -1;
+    d->replace = replace;
+    d->path = strdup(path);
+    /* strip trailing slashes so dirname/basename behave */
+    if (d->path)
+        for (size_t n = strlen(d->path); n > 1 && d->path[n - 1] == '/'; n--)
+            d->path[n - 1] = 0;
+    d->tmp = d->path ? tmp_name_for(d->path) : NULL;
+    if (!d->path || !d->tmp) {
+        qk_adir_abort(d);
+        return qk_error(QK_ENOMEM, "%s: out of memory", path);
+    }
+    if (!mkdtemp(d->tmp)) {
+        int e = errno;
+        free(d->tmp);
+        d->tmp = NULL;
+        qk_adir_abort(d);
+        return qk_error(QK_EIO, "%s: cannot create a directory beside it: %s", path, strerror(e));
+    }
+    chmod(d->tmp, 0755);
+    d->slot = slot_add(d->tmp, 1);
+    *out = d;
+    return 0;
+}
+
+const char *qk_adir_tmp_path(const qk_adir *d) { return d->tmp; }
+
+int qk_adir_commit(qk_adir *d)
+{
+    int rc = 0;
+    char *old = NULL;
+    int dfd = open(d->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    if (qk_is_dir(d->path)) {
+        if (dir_is_empty(d->path)) {
+            rmdir(d->path);
+        } else if (d->replace) {
+            old = tmp_name_for(d->path);
+            if (!old || !mkdtemp(old) || rmdir(old) != 0 || rename(d->path, old) != 0) {
+                rc = qk_error(QK_EIO, "%s: cannot move the old directory aside: %s", d->path, strerror(errno));
+                free(old);
+                old = NULL;
+            }
+        }
+    }
+    if (!rc && rename(d->tmp, d->path) != 0)
+        rc = qk_error(QK_EIO, "%s: rename: %s", d->path, strerror(errno));
+    if (!rc) {
+        slot_del(d->slot);
+        d->slot = -1;
+        free(d->tmp);
+        d->tmp = NULL;
+    } else if (old) {
+        rename(old, d->path);
+        free(old);
+        old = NULL;
+    }
+    if (old) {
+        rm_tree(old);
+        free(old);
+    }
+    qk_adir_abort(d);
+    return rc;
+}
+
+void qk_adir_abort(qk_adir *d)
+{
+    if (!d)
+        return;
+    if (d->tmp)
+        rm_tree(d->tmp);
+    slot_del(d->slot);
+    free(d->tmp);
+    free(d->path);
+    free(d);
+}

@@ -1,0 +1,105 @@
+/* IEEE binary16 and bfloat16 conversions, bit-exact, round-to-nearest-even. */
+#include "quantkit/common.h"
+
+#include <string.h>
+
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float qk_fp16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    if (exp == 0x1f) /* Inf / NaN: keep payload */
+        return u2f(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        if (man == 0)
+            return u2f(sign);
+        /* subnormal: man * 2^-24, exact in float */
+        float v = (float)man * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t qk_f32_to_fp16(float f)
+{
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) /* Inf or NaN */
+        return (uint16_t)(sign | 0x7c00 | (a > 0x7f800000u ? (0x200 | ((a >> 13) & 0x3ff)) : 0));
+    if (a >= 0x477ff000u) /* rounds to >= 65520: overflow to Inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (a < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        if (a < 0x33000000u) /* < 2^-25: rounds to zero (2^-25 exactly ties to even = 0) */
+            return sign;
+        uint32_t e = a >> 23;
+        uint32_t m = (a & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* value = m * 2^(e-150); half sub unit 2^-24 -> shift = 126-e */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1)))
+            q++;
+        return (uint16_t)(sign | q);
+    }
+    /* normal: rebias exponent, round mantissa 23 -> 10 bits to nearest even */
+    uint32_t r = a - 0x38000000u; /* exponent -112 */
+    uint32_t q = r >> 13;
+    uint32_t rem = r & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (q & 1)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+float qk_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t qk_f32_to_bf16(float f)
+{
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet */
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+void qk_fp16_to_f32_row(const uint16_t *src, float *dst, int64_t n)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qk_fp16_to_f32(qk_rd_u16(s + 2 * i));
+}
+
+void qk_f32_to_fp16_row(const float *src, uint16_t *dst, int64_t n)
+{
+    uint8_t *d = (uint8_t *)dst;
+    for (int64_t i = 0; i < n; i++)
+        qk_wr_u16(d + 2 * i, qk_f32_to_fp16(src[i]));
+}
+
+void qk_bf16_to_f32_row(const uint16_t *src, float *dst, int64_t n)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qk_bf16_to_f32(qk_rd_u16(s + 2 * i));
+}
+
+void qk_f32_to_bf16_row(const float *src, uint16_t *dst, int64_t n)
+{
+    uint8_t *d = (uint8_t *)dst;
+    for (int64_t i = 0; i < n; i++)
+        qk_wr_u16(d + 2 * i, qk_f32_to_bf16(src[i]));
+}

@@ -1,0 +1,80 @@
+/* XXH3-64 helpers over libxxhash. */
+#include "quantkit/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+uint64_t qk_hash64(const void *data, size_t n) { return (uint64_t)XXH3_64bits(data, n); }
+
+struct qk_hasher {
+    XXH3_state_t *st;
+};
+
+int qk_hasher_new(qk_hasher **out)
+{
+    *out = NULL;
+    qk_hasher *h = malloc(sizeof *h);
+    if (!h)
+        return qk_error(QK_ENOMEM, "out of memory");
+    h->st = XXH3_createState();
+    if (!h->st) {
+        free(h);
+        return qk_error(QK_ENOMEM, "out of memory");
+    }
+    XXH3_64bits_reset(h->st);
+    *out = h;
+    return 0;
+}
+
+void qk_hasher_update(qk_hasher *h, const void *data, size_t n)
+{
+    if (n)
+        XXH3_64bits_update(h->st, data, n);
+}
+
+uint64_t qk_hasher_digest(const qk_hasher *h) { return (uint64_t)XXH3_64bits_digest(h->st); }
+
+void qk_hasher_reset(qk_hasher *h) { XXH3_64bits_reset(h->st); }
+
+void qk_hasher_free(qk_hasher *h)
+{
+    if (!h)
+        return;
+    XXH3_freeState(h->st);
+    free(h);
+}
+
+void qk_hash_hex(uint64_t h, char buf[17]) { snprintf(buf, 17, "%016llx", (unsigned long long)h); }
+
+int qk_hash_file(uint64_t *out, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qk_error(errno == ENOENT ? QK_ENOTFOUND : QK_EIO, "%s: %s", path, strerror(errno));
+    qk_hasher *h = NULL;
+    size_t cap = 4u << 20;
+    uint8_t *buf = malloc(cap);
+    int rc = buf ? qk_hasher_new(&h) : qk_error(QK_ENOMEM, "out of memory");
+    while (!rc) {
+        ssize_t r = read(fd, buf, cap);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            rc = qk_error(QK_EIO, "%s: read: %s", path, strerror(errno));
+        if (r <= 0)
+            break;
+        qk_hasher_update(h, buf, (size_t)r);
+    }
+    if (!rc)
+        *out = qk_hasher_digest(h);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    qk_hasher_free(h);
+    free(buf);
+    return rc;
+}
