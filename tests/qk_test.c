@@ -13,13 +13,13 @@
 #define QK_SOURCE_DIR "."
 #endif
 
-static char g_ring[8][4096];
+static char g_ring[64][4096];
 static int g_ring_i;
 
 static char *ring(void)
 {
     char *b = g_ring[g_ring_i];
-    g_ring_i = (g_ring_i + 1) % 8;
+    g_ring_i = (g_ring_i + 1) % 64;
     return b;
 }
 

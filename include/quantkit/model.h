@@ -99,6 +99,9 @@ int64_t qk_rope_perm_row(int64_t r, int64_t n_rows, int64_t n_heads);
 /* Inverse: HF row h comes from canonical row qk_rope_unperm_row(h, ...). */
 int64_t qk_rope_unperm_row(int64_t h, int64_t n_rows, int64_t n_heads);
 
+/* Read a Hugging Face config.json into cfg (llama/mistral families). */
+int qk_model_read_hf_config(qk_model_config *cfg, const char *config_json_path);
+
 /* Write the llama.cpp metadata keys for cfg (general.architecture,
  * llama.* with the exact types llama.cpp checks). */
 int qk_model_cfg_to_gguf(const qk_model_config *cfg, qk_gguf_writer *w);
