@@ -1,23 +1,151 @@
-/* Codecs of the ggml block types (internal to the library). Each
- * QK_BLOCKS_<T> macro expands to the traits-table fields
- * `to_float, from_float_ref, from_float` of that type (NULL where quantkit
- * has none yet). Owned by formats/ggml_blocks.c. */
+/* Codecs of the ggml block types (internal to the library).
+ *
+ * Byte layouts (every multi-byte field little-endian; "half" = IEEE binary16):
+ *
+ *   type    elems bytes layout
+ *   Q4_0     32    18   half d; u8 qs[16]                      x = d*(q-8)
+ *   Q4_1     32    20   half d, m; u8 qs[16]                   x = d*q + m
+ *   Q5_0     32    22   half d; u8 qh[4]; u8 qs[16]            x = d*(q-16)
+ *   Q5_1     32    24   half d, m; u8 qh[4]; u8 qs[16]         x = d*q + m
+ *   Q8_0     32    34   half d; i8 qs[32]                      x = d*q
+ *   Q2_K    256    84   u8 scales[16]; u8 qs[64]; half d, dmin
+ *   Q3_K    256   110   u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d
+ *   Q4_K    256   144   half d, dmin; u8 scales[12]; u8 qs[128]
+ *   Q5_K    256   176   half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]
+ *   Q6_K    256   210   u8 ql[128]; u8 qh[64]; i8 scales[16]; half d
+ *   IQ4_NL   32    18   half d; u8 qs[16]                      x = d*K[q]
+ *   IQ4_XS  256   136   half d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
+ *
+ * 32-element nibble types keep element j in the low nibble of qs[j] and
+ * element j+16 in the high nibble; the 5th bits of Q5_0/Q5_1 are bit j of qh
+ * read as a little-endian u32. The K-type bit placements are documented at
+ * each codec in blocks_k.c.
+ *
+ * Each QK_BLOCKS_<T> macro expands to the traits-table fields
+ * `to_float, from_float_ref, from_float` of that type. All functions take n
+ * elements, a multiple of the type's block size (asserted).
+ *
+ *  - to_float decodes exactly as llama.cpp's dequantize_row_* does (same
+ *    float operations in the same order), so results are bit-identical.
+ *  - from_float_ref writes llama.cpp's bytes (llama-quantize, build b4748):
+ *    for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 the quantize_row_*_ref encoders (the
+ *    importance argument is ignored); for the K types quantize_row_*_ref when
+ *    importance is NULL and the weighted quantize_row_*_impl path otherwise;
+ *    for IQ4_NL/IQ4_XS quantize_iq4_* (the scale search llama-quantize runs,
+ *    with or without importance). importance, when given, holds n weights
+ *    (the importance-matrix entries of the row's columns). Every encoder
+ *    works block by block (sigma2 and the like are per super-block), so a row
+ *    may be encoded in one call or in any split at block boundaries.
+ *  - from_float is NULL: quantize/ supplies better searches later.
+ */
 #ifndef QK_GGML_BLOCKS_H
 #define QK_GGML_BLOCKS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#define QK_BLOCKS_Q4_0 NULL, NULL, NULL
-#define QK_BLOCKS_Q4_1 NULL, NULL, NULL
-#define QK_BLOCKS_Q5_0 NULL, NULL, NULL
-#define QK_BLOCKS_Q5_1 NULL, NULL, NULL
-#define QK_BLOCKS_Q8_0 NULL, NULL, NULL
-#define QK_BLOCKS_Q2_K NULL, NULL, NULL
-#define QK_BLOCKS_Q3_K NULL, NULL, NULL
-#define QK_BLOCKS_Q4_K NULL, NULL, NULL
-#define QK_BLOCKS_Q5_K NULL, NULL, NULL
-#define QK_BLOCKS_Q6_K NULL, NULL, NULL
-#define QK_BLOCKS_IQ4_NL NULL, NULL, NULL
-#define QK_BLOCKS_IQ4_XS NULL, NULL, NULL
+/* ------------------------------------------------------------ block structs
+ * Plain byte arrays: scales are read with qk_rd_u16 / written with qk_wr_u16
+ * so nothing depends on host endianness or struct padding. */
+
+#define QK_QK_K 256
+
+typedef struct { uint8_t d[2]; uint8_t qs[16]; } qk_block_q4_0;
+typedef struct { uint8_t d[2]; uint8_t m[2]; uint8_t qs[16]; } qk_block_q4_1;
+typedef struct { uint8_t d[2]; uint8_t qh[4]; uint8_t qs[16]; } qk_block_q5_0;
+typedef struct { uint8_t d[2]; uint8_t m[2]; uint8_t qh[4]; uint8_t qs[16]; } qk_block_q5_1;
+typedef struct { uint8_t d[2]; int8_t qs[32]; } qk_block_q8_0;
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint8_t d[2]; uint8_t dmin[2]; } qk_block_q2_k;
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint8_t d[2]; } qk_block_q3_k;
+typedef struct { uint8_t d[2]; uint8_t dmin[2]; uint8_t scales[12]; uint8_t qs[128]; } qk_block_q4_k;
+typedef struct { uint8_t d[2]; uint8_t dmin[2]; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } qk_block_q5_k;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint8_t d[2]; } qk_block_q6_k;
+typedef struct { uint8_t d[2]; uint8_t qs[16]; } qk_block_iq4_nl;
+typedef struct { uint8_t d[2]; uint8_t scales_h[2]; uint8_t scales_l[4]; uint8_t qs[128]; } qk_block_iq4_xs;
+
+_Static_assert(sizeof(qk_block_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(qk_block_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(qk_block_q5_0) == 22, "Q5_0 block is 22 bytes");
+_Static_assert(sizeof(qk_block_q5_1) == 24, "Q5_1 block is 24 bytes");
+_Static_assert(sizeof(qk_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(qk_block_q2_k) == 84, "Q2_K block is 84 bytes");
+_Static_assert(sizeof(qk_block_q3_k) == 110, "Q3_K block is 110 bytes");
+_Static_assert(sizeof(qk_block_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(qk_block_q5_k) == 176, "Q5_K block is 176 bytes");
+_Static_assert(sizeof(qk_block_q6_k) == 210, "Q6_K block is 210 bytes");
+_Static_assert(sizeof(qk_block_iq4_nl) == 18, "IQ4_NL block is 18 bytes");
+_Static_assert(sizeof(qk_block_iq4_xs) == 136, "IQ4_XS block is 136 bytes");
+
+/* The IQ4_NL / IQ4_XS codebook. */
+extern const int8_t qk_iq4nl_values[16];
+
+/* ----------------------------------------------------------------- codecs */
+
+void qk_blocks_q4_0_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q4_1_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q5_0_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q5_1_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q8_0_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q2_k_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q3_k_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q4_k_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q5_k_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_q6_k_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_iq4_nl_to_float(const void *src, float *dst, int64_t n);
+void qk_blocks_iq4_xs_to_float(const void *src, float *dst, int64_t n);
+
+void qk_blocks_q4_0_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q4_1_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q5_0_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q5_1_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q8_0_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q2_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q3_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q6_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_iq4_nl_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
+
+#define QK_BLOCKS_Q4_0 qk_blocks_q4_0_to_float, qk_blocks_q4_0_from_float_ref, NULL
+#define QK_BLOCKS_Q4_1 qk_blocks_q4_1_to_float, qk_blocks_q4_1_from_float_ref, NULL
+#define QK_BLOCKS_Q5_0 qk_blocks_q5_0_to_float, qk_blocks_q5_0_from_float_ref, NULL
+#define QK_BLOCKS_Q5_1 qk_blocks_q5_1_to_float, qk_blocks_q5_1_from_float_ref, NULL
+#define QK_BLOCKS_Q8_0 qk_blocks_q8_0_to_float, qk_blocks_q8_0_from_float_ref, NULL
+#define QK_BLOCKS_Q2_K qk_blocks_q2_k_to_float, qk_blocks_q2_k_from_float_ref, NULL
+#define QK_BLOCKS_Q3_K qk_blocks_q3_k_to_float, qk_blocks_q3_k_from_float_ref, NULL
+#define QK_BLOCKS_Q4_K qk_blocks_q4_k_to_float, qk_blocks_q4_k_from_float_ref, NULL
+#define QK_BLOCKS_Q5_K qk_blocks_q5_k_to_float, qk_blocks_q5_k_from_float_ref, NULL
+#define QK_BLOCKS_Q6_K qk_blocks_q6_k_to_float, qk_blocks_q6_k_from_float_ref, NULL
+#define QK_BLOCKS_IQ4_NL qk_blocks_iq4_nl_to_float, qk_blocks_iq4_nl_from_float_ref, NULL
+#define QK_BLOCKS_IQ4_XS qk_blocks_iq4_xs_to_float, qk_blocks_iq4_xs_from_float_ref, NULL
+
+/* ------------------------------------------------- shared numeric helpers */
+
+/* Round to nearest, ties to even, as ggml's nearest_int: add 1.5*2^23 and
+ * read the mantissa. Exact for |f| <= 2^22 - 1; larger or non-finite inputs
+ * give an arbitrary (but defined) int that callers clamp. */
+static inline int qk_blocks_nearest_int(float f)
+{
+    union { float f; int32_t i; } u;
+    u.f = f + 12582912.f;
+    return (u.i & 0x007fffff) - 0x00400000;
+}
+
+/* C's float -> int truncation as x86 cvttss2si performs it: NaN and values
+ * outside int32 give INT32_MIN (a plain cast would be undefined there). */
+static inline int32_t qk_blocks_trunc_i32(float f)
+{
+    if (f >= -2147483648.0f && f < 2147483648.0f)
+        return (int32_t)f;
+    return INT32_MIN;
+}
+
+/* (int8_t)f as compiled by gcc/clang on x86-64: truncate to int32, keep the
+ * low byte. */
+static inline int8_t qk_blocks_trunc_i8(float f)
+{
+    return (int8_t)(uint8_t)((uint32_t)qk_blocks_trunc_i32(f) & 0xff);
+}
 
 #endif

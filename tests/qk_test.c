@@ -145,7 +145,8 @@ void qk_test_write_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
     ck_assert_msg(f != NULL, "cannot write %s", path);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    if (n)
+        ck_assert_uint_eq(fwrite(data, 1, n, f), n);
     ck_assert_int_eq(fclose(f), 0);
 }
 

@@ -1,0 +1,73 @@
+/* The reference forward pass of the llama family (Llama, Mistral).
+ *
+ * RMSNorm, RoPE (llama.cpp's interleaved pairs, base from the model),
+ * grouped-query causal attention (optional sliding window), SwiGLU FFN, tied
+ * or separate output. Activations are FP32; every linear layer is one
+ * OpenBLAS sgemm over all tokens of the batch. Weights of any type quantkit
+ * decodes (F32, F16, BF16, ggml block types) are dequantized per tensor into
+ * reusable buffers as each layer runs, so memory is one layer's working set
+ * plus the mapped file, whatever the model size.
+ *
+ * Sequences are independent windows that each start at position 0 (the
+ * perplexity protocol). Several sequences are processed together layer by
+ * layer, so each layer's weights are dequantized once per call.
+ */
+#ifndef QUANTKIT_FORWARD_H
+#define QUANTKIT_FORWARD_H
+
+#include "quantkit/common.h"
+#include "quantkit/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qk_forward_opts {
+    int n_threads;       /* <= 0: all CPUs */
+    int64_t max_tokens;  /* most tokens per call (n_seq * n_ctx); sizes the buffers */
+} qk_forward_opts;
+
+/* Which linear layer a hook sees. */
+enum {
+    QK_LIN_Q, QK_LIN_K, QK_LIN_V, QK_LIN_O, QK_LIN_GATE, QK_LIN_UP, QK_LIN_DOWN, QK_LIN_OUTPUT, QK_LIN_COUNT
+};
+
+/* Called for every linear layer of every layer, in execution order, with
+ * the input activations x [n_tokens][n_in] (row-major, one token per row)
+ * just before the matmul (y == NULL), and again with the output
+ * y [n_tokens][n_out] just after it (the hook may modify y). Layer is -1 for
+ * the output projection. A non-zero return aborts the pass with that code. */
+typedef struct qk_linear_event {
+    int layer;
+    int kind;                       /* QK_LIN_* */
+    const qk_model_tensor *weight;  /* the model tensor (canonical name) */
+    const float *x;
+    int64_t n_tokens, n_in;
+    float *y;
+    int64_t n_out;
+} qk_linear_event;
+typedef int (*qk_linear_hook)(void *ctx, const qk_linear_event *ev);
+
+typedef struct qk_forward qk_forward;
+int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o);
+void qk_forward_free(qk_forward *f);
+void qk_forward_set_hook(qk_forward *f, qk_linear_hook fn, void *ctx);
+
+/* Replace the weights of one tensor for subsequent passes with dequantized
+ * floats w [rows][ne0] (copied), e.g. a quantized layer during sequential
+ * GPTQ; NULL restores the model's own weights. */
+int qk_forward_override_weight(qk_forward *f, const char *name, const float *w);
+
+/* Run n_seq independent sequences of n_ctx tokens each (tokens[s*n_ctx + i]).
+ * For every sequence and every position whose index is in
+ * [first_logit, n_ctx), the logits (n_vocab floats) are passed to
+ * on_logits(ctx, seq, pos, logits); pass first_logit = n_ctx to skip the
+ * output projection entirely (calibration). */
+typedef int (*qk_logits_fn)(void *ctx, int64_t seq, int64_t pos, const float *logits);
+int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
+                   qk_logits_fn on_logits, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
