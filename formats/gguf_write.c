@@ -46,6 +46,7 @@ struct qk_gguf_writer {
     int state;
     qk_afile *f;
     uint64_t csum_off;  /* file offset of the checksum array's first u64; 0 = none */
+    uint64_t *val_off;  /* [n_kv] file offset of each KV's value, set by begin() */
     int64_t cur;        /* tensor being streamed */
     uint64_t cur_done;  /* its bytes written so far */
     qk_hasher *h;
@@ -92,6 +93,7 @@ void qk_gguf_writer_free(qk_gguf_writer *w)
         free(w->ts[i].name);
     free(w->ts);
     qk_hasher_free(w->h);
+    free(w->val_off);
     free(w);
 }
 
@@ -499,8 +501,13 @@ int qk_gguf_writer_begin(qk_gguf_writer *w, qk_afile *f)
     qk_wr_u64(hdr + 16, (uint64_t)w->n_kv);
     if ((rc = put(w, hdr, sizeof hdr)))
         return fail(w, rc);
+    free(w->val_off);
+    w->val_off = calloc((size_t)w->n_kv + 1, sizeof *w->val_off);
+    if (!w->val_off)
+        return fail(w, qk_error(QK_ENOMEM, "gguf writer: out of memory"));
     for (int64_t i = 0; i < w->n_kv; i++) {
         const qk_gguf_kv *kv = &w->kvs[i];
+        w->val_off[i] = qk_afile_tell(f) + 8 + kv->key.len + 4;
         if (w->checksums && w->n_ts && kv->key.len == strlen(QK_GGUF_CHECKSUM_KEY) &&
             !memcmp(kv->key.s, QK_GGUF_CHECKSUM_KEY, (size_t)kv->key.len)) {
             /* key (8 + len) + value type (4) + element type (4) + count (8) */
@@ -597,4 +604,19 @@ int qk_gguf_writer_finish(qk_gguf_writer *w)
     }
     w->state = W_DONE;
     return 0;
+}
+
+int qk_gguf_writer_patch_u64(qk_gguf_writer *w, const char *key, uint64_t v)
+{
+    assert(w && key);
+    if (w->state != W_DATA && w->state != W_DONE)
+        return qk_error(QK_EINVAL, "gguf writer: patch '%s' only between begin() and the commit", key);
+    int64_t i = kv_index(w, key, strlen(key));
+    if (i < 0 || w->kvs[i].type != QK_GGUF_U64)
+        return qk_error(QK_EINVAL, "gguf writer: '%s' is not a u64 key set before begin()", key);
+    w->kvs[i].v.u64 = v;
+    uint8_t b[8];
+    qk_wr_u64(b, v);
+    int rc = qk_afile_pwrite(w->f, b, 8, w->val_off[i]);
+    return rc ? fail(w, rc) : 0;
 }

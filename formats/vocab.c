@@ -125,6 +125,13 @@ void qk_vocab_detect_byte_fallback(qk_vocab *v)
         }
 }
 
+int qk_vocab_path_error(int rc, const char *path)
+{
+    if (rc && strncmp(qk_errmsg(), path, strlen(path)) != 0)
+        qk_error_prefix(rc, path);
+    return rc;
+}
+
 int qk_utf8_valid(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -349,7 +356,7 @@ int qk_vocab_from_gguf(qk_vocab **out, const qk_gguf *g)
         return qk_error(QK_ELIMIT, "%s: tokenizer.ggml.merges has %" PRIu64 " entries", path, kmerges->arr_n);
 
     if ((rc = qk_vocab_alloc(&v, (int64_t)n, model)))
-        return qk_error_prefix(rc, path);
+        goto done;
     for (uint64_t i = 0; i < n; i++) {
         if ((rc = qk_vocab_set_token(v, (int64_t)i, ktok->strs[i].s, (size_t)ktok->strs[i].len)))
             goto done;
@@ -417,9 +424,7 @@ int qk_vocab_from_gguf(qk_vocab **out, const qk_gguf *g)
     v = NULL;
 done:
     qk_vocab_free(v);
-    if (rc && !strstr(qk_errmsg(), path))
-        qk_error_prefix(rc, path);
-    return rc;
+    return qk_vocab_path_error(rc, path);
 }
 
 /* ----------------------------------------------------------- GGUF write */

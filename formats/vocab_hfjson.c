@@ -360,14 +360,14 @@ int qk_vocab_from_tokenizer_json(qk_vocab **out, const char *path)
     }
     cJSON_ArrayForEach(it, vocab)
     {
-        json_id(path, it, "token", it->string, &id);
+        (void)json_id(path, it, "token", it->string, &id); /* checked in pass 1 */
         if ((rc = put_slot(path, slots, id, it->string, 0, 0)))
             goto done;
     }
     if (cJSON_IsArray(added))
         cJSON_ArrayForEach(it, added)
         {
-            json_id(path, obj_get(it, "id"), "added token", obj_str(it, "content"), &id);
+            (void)json_id(path, obj_get(it, "id"), "added token", obj_str(it, "content"), &id);
             if ((rc = put_slot(path, slots, id, obj_str(it, "content"), 1, cJSON_IsTrue(obj_get(it, "special")))))
                 goto done;
         }
@@ -386,10 +386,8 @@ int qk_vocab_from_tokenizer_json(qk_vocab **out, const char *path)
     int spm = !byte_level && (byte_fallback || has_type(pre, "Metaspace") || has_type(dec, "Metaspace") ||
                               has_type(norm, "Prepend") || has_type(dec, "ByteFallback"));
 
-    if ((rc = qk_vocab_alloc(&v, n, spm ? QK_VOCAB_SPM : QK_VOCAB_BPE))) {
-        qk_error_prefix(rc, path);
+    if ((rc = qk_vocab_alloc(&v, n, spm ? QK_VOCAB_SPM : QK_VOCAB_BPE)))
         goto done;
-    }
     const char *unk_text = obj_str(model, "unk_token");
     for (int64_t i = 0; i < n; i++) {
         const slot *s = &slots[i];
@@ -487,6 +485,9 @@ int qk_vocab_from_tokenizer_json(qk_vocab **out, const char *path)
     *out = v;
     v = NULL;
 done:
+    /* errors about tokenizer_config.json name that file; others this one */
+    if (rc && !(cfg_path && !strncmp(qk_errmsg(), cfg_path, strlen(cfg_path))))
+        qk_vocab_path_error(rc, path);
     qk_vocab_free(v);
     free(slots);
     free(cfg_path);

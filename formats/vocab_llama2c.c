@@ -174,10 +174,8 @@ int qk_vocab_from_llama2c(qk_vocab **out, const char *path, int64_t expected_n_t
         rc = qk_error(QK_EFORMAT, "%s: no tokens after the header", path);
         goto done;
     }
-    if ((rc = qk_vocab_alloc(&v, n, QK_VOCAB_SPM))) {
-        qk_error_prefix(rc, path);
+    if ((rc = qk_vocab_alloc(&v, n, QK_VOCAB_SPM)))
         goto done;
-    }
     int64_t n2 = walk(path, m->data, m->size, n, v);
     if (n2 < 0) {
         rc = (int)n2;
@@ -198,5 +196,5 @@ int qk_vocab_from_llama2c(qk_vocab **out, const char *path, int64_t expected_n_t
 done:
     qk_vocab_free(v);
     qk_mmap_close(m);
-    return rc;
+    return qk_vocab_path_error(rc, path);
 }

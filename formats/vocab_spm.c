@@ -301,10 +301,8 @@ int qk_vocab_from_spm_model(qk_vocab **out, const char *path)
         rc = qk_error(QK_EFORMAT, "%s: no pieces: not a SentencePiece model", path);
         goto done;
     }
-    if ((rc = qk_vocab_alloc(&v, n, QK_VOCAB_SPM))) {
-        qk_error_prefix(rc, path);
+    if ((rc = qk_vocab_alloc(&v, n, QK_VOCAB_SPM)))
         goto done;
-    }
     int64_t n2;
     if ((rc = parse_model(top, &spec, &n2, v)))
         goto done;
@@ -324,5 +322,5 @@ int qk_vocab_from_spm_model(qk_vocab **out, const char *path)
 done:
     qk_vocab_free(v);
     qk_mmap_close(m);
-    return rc;
+    return qk_vocab_path_error(rc, path);
 }

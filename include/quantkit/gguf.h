@@ -153,6 +153,10 @@ int qk_gguf_writer_begin(qk_gguf_writer *w, qk_afile *f);
 int qk_gguf_writer_write(qk_gguf_writer *w, const void *data, size_t n);
 int qk_gguf_writer_end_tensor(qk_gguf_writer *w);
 int qk_gguf_writer_finish(qk_gguf_writer *w);
+/* Overwrite the value of a u64 key (set before begin) once its final value is
+ * known, e.g. a checksum of the source computed while streaming. Valid after
+ * begin() and until the file is committed. */
+int qk_gguf_writer_patch_u64(qk_gguf_writer *w, const char *key, uint64_t v);
 
 /* Verify the stored per-tensor checksums of a quantkit-written file.
  * Returns QK_ENOTFOUND if the file carries none, QK_ECHECKSUM naming the

@@ -1,0 +1,459 @@
+/* qk-quantize: any supported checkpoint -> GGUF with ggml block types.
+ * Tensors stream from the mapped input through row-parallel encoders to the
+ * atomic output in chunks of rows; memory stays at a few chunks. */
+#include <cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "quantkit/common.h"
+#include "quantkit/gguf.h"
+#include "quantkit/model.h"
+#include "quantkit/quantize.h"
+#include "quantkit/tool.h"
+
+#define CHUNK_FLOATS (4u << 20) /* rows per chunk: about 16 MiB of floats */
+#define MAX_OVERRIDES 64
+
+typedef struct {
+    const char *input, *output, *vocab;
+    const qk_ftype_info *target;
+    qk_quant_params qp;
+    long long pad_ffn;
+    int allow_requantize, allow_nonfinite;
+    int threads;
+    int json, quiet;
+    char cmdline[4096];
+} opts_t;
+
+static void usage(void)
+{
+    int64_t n;
+    const qk_ftype_info *l = qk_ftype_list(&n);
+    printf("Usage: qk-quantize INPUT OUTPUT TYPE [options]\n"
+           "\n"
+           "Quantize a checkpoint to a GGUF with standard ggml block types that llama.cpp\n"
+           "loads unchanged. INPUT: a Hugging Face directory, .safetensors (config.json\n"
+           "beside it), GGUF (F32/F16/BF16), or llama2.c .bin (--vocab or tokenizer.bin beside it).\n"
+           "\n"
+           "TYPE (case-insensitive; llama.cpp's names and mix rules):\n");
+    for (int64_t i = 0; i < n; i++)
+        printf("  %-8s %s\n", l[i].name, l[i].description);
+    printf("\n"
+           "Options:\n"
+           "      --pure                 TYPE for every 2-D weight (no mix rules; 1-D tensors stay F32)\n"
+           "      --tensor-type RE=T     tensors whose name matches the POSIX regex RE get type T\n"
+           "                             (repeatable; first match wins; beats the mix rules)\n"
+           "      --output-type T        type of output.weight (or of tied token embeddings)\n"
+           "      --embed-type T         type of token_embd.weight\n"
+           "      --pad-ffn N            zero-pad the FFN hidden size to a multiple of N first (lossless)\n"
+           "      --vocab FILE           tokenizer for llama2.c inputs\n"
+           "      --allow-requantize     accept already-quantized input tensors\n"
+           "      --allow-nonfinite      replace NaN/Inf weights by 0 instead of refusing them\n"
+           "  -t, --threads N            worker threads (default: all CPUs)\n"
+           "      --json                 report as JSON on stdout\n"
+           "  -q, --quiet                no report\n"
+           "      --progress             progress on stderr even when it is not a terminal\n"
+           "  -h, --help, --version\n"
+           "\n"
+           "Rows whose length is not a multiple of a type's block fall back: Q2_K, Q3_K, IQ4_XS\n"
+           "-> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; otherwise F16.\n"
+           "Exit status: 0 ok, 1 error (no output is left behind), 2 bad usage.\n");
+}
+
+/* -------------------------------------------------------------- streaming */
+
+typedef struct {
+    const qk_model *m;
+    const qk_model_tensor *t;
+    float *dst;
+    int64_t r0;
+    int rc;
+} decode_job;
+
+static void decode_row(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    decode_job *j = ctx;
+    int rc = qk_model_row_f32(j->m, j->t, j->r0 + i, j->dst + (size_t)i * (size_t)j->t->ne[0]);
+    if (rc)
+        __atomic_store_n(&j->rc, rc, __ATOMIC_RELAXED);
+}
+
+typedef struct {
+    uint64_t count, bytes, elems;
+} type_total;
+
+static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_tensor *t, int type, qk_pool *pool,
+                           qk_gguf_writer *w, float *fbuf, uint8_t *qbuf, int64_t chunk_rows, uint64_t *n_fixed,
+                           qk_progress *prog)
+{
+    int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
+    size_t row_bytes;
+    int rc = qk_type_row_bytes(type, ne0, &row_bytes);
+    if (rc)
+        return rc;
+    for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk_rows) {
+        int64_t n = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+        decode_job dj = {m, t, fbuf, r0, 0};
+        qk_pool_run(pool, n, 0, decode_row, &dj);
+        if ((rc = dj.rc))
+            break;
+        int64_t bad = qk_find_nonfinite(fbuf, n * ne0);
+        while (bad >= 0 && !rc) {
+            if (!o->allow_nonfinite) {
+                rc = qk_error(QK_ENONFINITE,
+                              "%s: tensor '%s' element %lld (row %lld) is %s (use --allow-nonfinite to zero it)",
+                              o->input, t->name, (long long)(r0 * ne0 + bad), (long long)(r0 + bad / ne0),
+                              isnan(fbuf[bad]) ? "NaN" : "Inf");
+                break;
+            }
+            fbuf[bad] = 0.0f;
+            (*n_fixed)++;
+            int64_t next = qk_find_nonfinite(fbuf + bad + 1, n * ne0 - bad - 1);
+            bad = next < 0 ? -1 : bad + 1 + next;
+        }
+        if (rc)
+            break;
+        if ((rc = qk_quantize_rows(type, fbuf, qbuf, n, ne0, NULL, pool)))
+            break;
+        rc = qk_gguf_writer_write(w, qbuf, (size_t)n * row_bytes);
+        qk_progress_add(prog, (uint64_t)n * (uint64_t)ne0);
+    }
+    qk_model_release(t);
+    return rc ? rc : qk_gguf_writer_end_tensor(w);
+}
+
+static const char *reason_name(const qk_plan_entry *e)
+{
+    if (e->fallback)
+        return "fallback";
+    switch (e->reason) {
+    case QK_PLAN_KEEP: return "1-D, kept F32";
+    case QK_PLAN_MIX: return "mix rule";
+    case QK_PLAN_OVERRIDE: return "--tensor-type";
+    case QK_PLAN_OPTION: return "--output/--embed-type";
+    default: return "";
+    }
+}
+
+static int run(opts_t *o)
+{
+    qk_model *m = NULL;
+    qk_pool *pool = NULL;
+    qk_gguf_writer *w = NULL;
+    qk_afile *f = NULL;
+    qk_progress *prog = NULL;
+    qk_plan_entry *plan = NULL;
+    float *fbuf = NULL;
+    uint8_t *qbuf = NULL;
+    qk_hasher *src_hash = NULL;
+    type_total tot[QK_TYPE_COUNT] = {{0}};
+    uint64_t n_fixed = 0, total_elems = 0, quant_elems = 0, quant_bytes = 0;
+    double t0 = qk_now();
+
+    qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
+    int rc = qk_model_open(&m, o->input, &mo);
+    if (rc)
+        goto done;
+    int64_t nt = qk_model_n_tensors(m);
+    for (int64_t i = 0; i < nt; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        if (qk_type_get(t->type)->is_quantized && !o->allow_requantize) {
+            rc = qk_error(QK_EUNSUPPORTED,
+                          "%s: tensor '%s' is already quantized (%s); requantizing loses accuracy "
+                          "(use --allow-requantize to do it anyway)",
+                          o->input, t->name, qk_type_name(t->type));
+            goto done;
+        }
+    }
+    plan = calloc((size_t)nt, sizeof *plan);
+    if (!plan) {
+        rc = qk_error(QK_ENOMEM, "out of memory");
+        goto done;
+    }
+    o->qp.target = o->target;
+    if ((rc = qk_quant_plan(m, &o->qp, plan)) || (rc = qk_pool_create(&pool, o->threads)) ||
+        (rc = qk_gguf_writer_new(&w, 0)) || (rc = qk_hasher_new(&src_hash)))
+        goto done;
+
+    /* metadata: a GGUF source's keys (unknown ones preserved), then ours */
+    const qk_gguf *src = qk_model_gguf(m);
+    for (int64_t i = 0; src && i < qk_gguf_n_kv(src) && !rc; i++) {
+        const qk_gguf_kv *kv = qk_gguf_kv_at(src, i);
+        if (strncmp(kv->key.s, "quantkit.", 9) && strcmp(kv->key.s, "general.alignment"))
+            rc = qk_gguf_writer_set_kv(w, kv);
+    }
+    if (!rc && !(src && qk_gguf_find_kv(src, "general.name"))) {
+        const char *base = strrchr(o->input, '/');
+        rc = qk_gguf_writer_set_str(w, "general.name", base && base[1] ? base + 1 : o->input);
+    }
+    if (!rc)
+        rc = qk_model_cfg_to_gguf(qk_model_cfg(m), w);
+    if (!rc)
+        rc = qk_gguf_writer_set_u32(w, "general.file_type", (uint32_t)o->target->ftype);
+    if (!rc)
+        rc = qk_gguf_writer_set_u32(w, "general.quantization_version", 2);
+    if (!rc && qk_model_vocab(m))
+        rc = qk_vocab_to_gguf(qk_model_vocab(m), w);
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.version", QK_VERSION);
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.target", o->target->name);
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.method", o->qp.pure ? "rtn-search pure" : "rtn-search mix");
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.source", o->input);
+    if (!rc)
+        rc = qk_gguf_writer_set_u64(w, "quantkit.source_xxh3", 0); /* patched after streaming */
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.options", o->cmdline);
+    int64_t max_ne0 = 1;
+    size_t max_row_bytes = 1;
+    for (int64_t i = 0; i < nt && !rc; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        rc = qk_gguf_writer_add_tensor(w, t->name, plan[i].type, t->n_dims, t->ne);
+        size_t rb = 0;
+        if (!rc)
+            rc = qk_type_row_bytes(plan[i].type, t->ne[0], &rb);
+        if (t->ne[0] > max_ne0)
+            max_ne0 = t->ne[0];
+        if (rb > max_row_bytes)
+            max_row_bytes = rb;
+        total_elems += (uint64_t)qk_model_tensor_nelem(t);
+    }
+    if (rc)
+        goto done;
+    int64_t chunk_rows = (int64_t)(CHUNK_FLOATS / (uint64_t)max_ne0);
+    if (chunk_rows < 1)
+        chunk_rows = 1;
+    fbuf = malloc((size_t)chunk_rows * (size_t)max_ne0 * sizeof(float));
+    qbuf = malloc((size_t)chunk_rows * max_row_bytes);
+    if (!fbuf || !qbuf) {
+        rc = qk_error(QK_ENOMEM, "out of memory for %lld-row chunks", (long long)chunk_rows);
+        goto done;
+    }
+    if ((rc = qk_afile_open(&f, o->output)) || (rc = qk_gguf_writer_begin(w, f)))
+        goto done;
+    prog = qk_progress_start("quantizing", total_elems, "w");
+    for (int64_t i = 0; i < nt && !rc; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        qk_hasher_update(src_hash, t->data, (size_t)t->nbytes);
+        rc = quantize_tensor(o, m, t, plan[i].type, pool, w, fbuf, qbuf, chunk_rows, &n_fixed, prog);
+        uint64_t bytes = 0;
+        qk_type_tensor_bytes(plan[i].type, t->ne, t->n_dims, &bytes);
+        tot[plan[i].type].count++;
+        tot[plan[i].type].bytes += bytes;
+        tot[plan[i].type].elems += (uint64_t)qk_model_tensor_nelem(t);
+        if (t->n_dims > 1) {
+            quant_elems += (uint64_t)qk_model_tensor_nelem(t);
+            quant_bytes += bytes;
+        }
+    }
+    if (!rc)
+        rc = qk_gguf_writer_patch_u64(w, "quantkit.source_xxh3", qk_hasher_digest(src_hash));
+    if (!rc)
+        rc = qk_gguf_writer_finish(w);
+    uint64_t out_bytes = f ? qk_afile_tell(f) : 0;
+    if (!rc) {
+        rc = qk_afile_commit(f);
+        f = NULL;
+    }
+    if (prog) {
+        qk_progress_finish(prog);
+        prog = NULL;
+    }
+    if (rc)
+        goto done;
+    if (n_fixed)
+        qk_log(QK_LOG_WARN, "replaced %llu non-finite weights by 0 (--allow-nonfinite)", (unsigned long long)n_fixed);
+
+    /* ------------------------------------------------------------ report */
+    double dt = qk_now() - t0;
+    uint64_t in_bytes = qk_model_source_bytes(m);
+    uint64_t all_bytes = 0;
+    for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
+        all_bytes += tot[ty].bytes;
+    if (o->quiet)
+        goto done;
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "input", o->input);
+        cJSON_AddStringToObject(j, "output", o->output);
+        cJSON_AddStringToObject(j, "target", o->target->name);
+        cJSON_AddBoolToObject(j, "pure", o->qp.pure);
+        cJSON *jt = cJSON_AddArrayToObject(j, "tensors");
+        for (int64_t i = 0; i < nt; i++) {
+            const qk_model_tensor *t = qk_model_tensor_at(m, i);
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", t->name);
+            cJSON_AddStringToObject(x, "source_type", qk_type_name(t->type));
+            cJSON_AddStringToObject(x, "type", qk_type_name(plan[i].type));
+            if (plan[i].fallback)
+                cJSON_AddStringToObject(x, "fallback_from", qk_type_name(plan[i].wanted));
+            cJSON_AddStringToObject(x, "reason", reason_name(&plan[i]));
+            cJSON_AddItemToArray(jt, x);
+        }
+        cJSON *jy = cJSON_AddArrayToObject(j, "types");
+        for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
+            if (tot[ty].count) {
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddStringToObject(x, "type", qk_type_name(ty));
+                cJSON_AddNumberToObject(x, "tensors", (double)tot[ty].count);
+                cJSON_AddNumberToObject(x, "bytes", (double)tot[ty].bytes);
+                cJSON_AddNumberToObject(x, "bpw", 8.0 * (double)tot[ty].bytes / (double)tot[ty].elems);
+                cJSON_AddItemToArray(jy, x);
+            }
+        cJSON_AddNumberToObject(j, "file_bytes", (double)out_bytes);
+        cJSON_AddNumberToObject(j, "tensor_bytes", (double)all_bytes);
+        cJSON_AddNumberToObject(j, "input_tensor_bytes", (double)in_bytes);
+        cJSON_AddNumberToObject(j, "bpw", total_elems ? 8.0 * (double)all_bytes / (double)total_elems : 0);
+        cJSON_AddNumberToObject(j, "bpw_quantized", quant_elems ? 8.0 * (double)quant_bytes / (double)quant_elems : 0);
+        cJSON_AddNumberToObject(j, "size_ratio", out_bytes ? (double)in_bytes / (double)out_bytes : 0);
+        cJSON_AddNumberToObject(j, "seconds", dt);
+        cJSON_AddNumberToObject(j, "nonfinite_replaced", (double)n_fixed);
+        char *s = cJSON_Print(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%-36s %-22s %-6s -> %-7s %s\n", "tensor", "shape", "from", "type", "note");
+        for (int64_t i = 0; i < nt; i++) {
+            const qk_model_tensor *t = qk_model_tensor_at(m, i);
+            char sh[48], note[96] = "";
+            if (t->n_dims > 1)
+                snprintf(sh, sizeof sh, "[%lld, %lld]", (long long)t->ne[0], (long long)t->ne[1]);
+            else
+                snprintf(sh, sizeof sh, "[%lld]", (long long)t->ne[0]);
+            if (plan[i].fallback)
+                snprintf(note, sizeof note, "fallback: %lld columns do not fit %s blocks", (long long)t->ne[0],
+                         qk_type_name(plan[i].wanted));
+            else
+                snprintf(note, sizeof note, "%s", reason_name(&plan[i]));
+            printf("%-36s %-22s %-6s -> %-7s %s\n", t->name, sh, qk_type_name(t->type), qk_type_name(plan[i].type),
+                   note);
+        }
+        printf("\n%-8s %8s %16s %8s\n", "type", "tensors", "bytes", "bpw");
+        for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
+            if (tot[ty].count)
+                printf("%-8s %8llu %16llu %8.4f\n", qk_type_name(ty), (unsigned long long)tot[ty].count,
+                       (unsigned long long)tot[ty].bytes, 8.0 * (double)tot[ty].bytes / (double)tot[ty].elems);
+        char b1[32], b2[32];
+        printf("\noutput: %s, %s (%llu bytes)\n", o->output, qk_fmt_bytes(out_bytes, b1),
+               (unsigned long long)out_bytes);
+        printf("average: %.4f bits per weight (%.4f over the quantized 2-D weights)\n",
+               total_elems ? 8.0 * (double)all_bytes / (double)total_elems : 0.0,
+               quant_elems ? 8.0 * (double)quant_bytes / (double)quant_elems : 0.0);
+        printf("input tensors: %s -> %.2fx smaller; %.2f s\n", qk_fmt_bytes(in_bytes, b2),
+               out_bytes ? (double)in_bytes / (double)out_bytes : 0.0, dt);
+    }
+done:
+    if (prog)
+        qk_progress_finish(prog);
+    qk_afile_abort(f);
+    qk_gguf_writer_free(w);
+    qk_pool_free(pool);
+    qk_hasher_free(src_hash);
+    free(plan);
+    free(fbuf);
+    free(qbuf);
+    qk_model_close(m);
+    return rc;
+}
+
+static int parse_type(const char *opt, const char *s, int *out)
+{
+    int t = qk_type_from_name(s);
+    const qk_type_traits *tr = qk_type_get(t);
+    if (!tr || !(tr->from_float || tr->from_float_ref)) {
+        qk_tool_usage("%s '%s': not a type quantkit can write (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                      "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)", opt, s);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    qk_tool_init("qk-quantize");
+    static opts_t o;
+    static qk_type_override ov[MAX_OVERRIDES];
+    o.qp.output_type = o.qp.embed_type = -1;
+    o.qp.overrides = ov;
+    size_t k = 0;
+    for (int i = 0; i < argc && k + 2 < sizeof o.cmdline; i++)
+        k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
+    enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION };
+    static const struct option lo[] = {
+        {"pure", no_argument, 0, O_PURE},           {"tensor-type", required_argument, 0, O_TT},
+        {"output-type", required_argument, 0, O_OUT}, {"embed-type", required_argument, 0, O_EMB},
+        {"pad-ffn", required_argument, 0, O_PAD},   {"vocab", required_argument, 0, O_VOCAB},
+        {"allow-requantize", no_argument, 0, O_REQ}, {"allow-nonfinite", no_argument, 0, O_NONFIN},
+        {"threads", required_argument, 0, 't'},     {"json", no_argument, 0, O_JSON},
+        {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
+        {"progress", no_argument, 0, O_PROG},       {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, O_VERSION},     {0, 0, 0, 0},
+    };
+    int c, rc = 0;
+    long long v;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "t:qvh", lo, NULL)) != -1) {
+        switch (c) {
+        case O_PURE: o.qp.pure = 1; break;
+        case O_TT: {
+            char *eq = strrchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return qk_tool_usage("--tensor-type '%s': expected REGEX=TYPE", optarg);
+            if (o.qp.n_overrides >= MAX_OVERRIDES)
+                return qk_tool_usage("at most %d --tensor-type options", MAX_OVERRIDES);
+            qk_type_override *x = &ov[o.qp.n_overrides];
+            *eq = 0;
+            if (parse_type("--tensor-type", eq + 1, &x->type))
+                return QK_EXIT_USAGE;
+            if (regcomp(&x->re, optarg, REG_EXTENDED | REG_NOSUB))
+                return qk_tool_usage("--tensor-type: '%s' is not a valid extended regular expression", optarg);
+            x->pattern = optarg;
+            o.qp.n_overrides++;
+            break;
+        }
+        case O_OUT: if (parse_type("--output-type", optarg, &o.qp.output_type)) return QK_EXIT_USAGE; break;
+        case O_EMB: if (parse_type("--embed-type", optarg, &o.qp.embed_type)) return QK_EXIT_USAGE; break;
+        case O_PAD: if (qk_tool_parse_int("--pad-ffn", optarg, 1, 4096, &o.pad_ffn)) return QK_EXIT_USAGE; break;
+        case O_VOCAB: o.vocab = optarg; break;
+        case O_REQ: o.allow_requantize = 1; break;
+        case O_NONFIN: o.allow_nonfinite = 1; break;
+        case 't':
+            if (qk_tool_parse_int("--threads", optarg, 1, 1024, &v))
+                return QK_EXIT_USAGE;
+            o.threads = (int)v;
+            break;
+        case O_JSON: o.json = 1; break;
+        case 'q': o.quiet = 1; break;
+        case 'v': qk_log_set_level(QK_LOG_DEBUG); break;
+        case O_PROG: qk_progress_force(1); break;
+        case 'h': usage(); return 0;
+        case O_VERSION: qk_tool_version(); return 0;
+        default: return qk_tool_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 3)
+        return qk_tool_usage("expected INPUT OUTPUT TYPE (%d positional arguments given)", argc - optind);
+    o.input = argv[optind];
+    o.output = argv[optind + 1];
+    o.target = qk_ftype_find(argv[optind + 2]);
+    if (!o.target) {
+        int64_t n;
+        const qk_ftype_info *l = qk_ftype_list(&n);
+        char names[512];
+        size_t p = 0;
+        for (int64_t i = 0; i < n && p + 10 < sizeof names; i++)
+            p += (size_t)snprintf(names + p, sizeof names - p, "%s%s", i ? ", " : "", l[i].name);
+        return qk_tool_usage("unknown TYPE '%s'; valid types: %s", argv[optind + 2], names);
+    }
+    rc = run(&o);
+    for (int64_t i = 0; i < o.qp.n_overrides; i++)
+        regfree(&ov[i].re);
+    return rc ? qk_tool_fail() : 0;
+}
