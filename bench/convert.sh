@@ -155,7 +155,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # field NAME FILE: a value from /usr/bin/time -v output
-field() { sed -n "s/^[[:space:]]*$1: //p" "$2" | head -n 1; }
+field() { awk -v k="$1: " '{ sub(/^[ \t]+/, "") } index($0, k) == 1 { print substr($0, length(k) + 1); exit }' "$2"; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -183,11 +183,13 @@ else
     sed 's/^/  /' "$WORK/synth.out"
     echo "  generated in $(secs "$t0" "$t1") s, peak RSS $(( $(field 'Maximum resident set size (kbytes)' "$WORK/synth.time") / 1024 )) MB"
 fi
+N_SHARDS=0
 IN_FILE_BYTES=0
 for f in "$CKPT"/*.safetensors; do
+    N_SHARDS=$((N_SHARDS + 1))
     IN_FILE_BYTES=$((IN_FILE_BYTES + $(stat -c %s "$f")))
 done
-echo "input:    $(ls "$CKPT"/*.safetensors | wc -l) safetensors file(s), $IN_FILE_BYTES bytes ($(gb "$IN_FILE_BYTES"))"
+echo "input:    $N_SHARDS safetensors file(s), $IN_FILE_BYTES bytes ($(gb "$IN_FILE_BYTES"))"
 echo
 echo "  \$ qk-convert $CKPT -o $OUT --outtype $OUTTYPE"
 echo
@@ -229,7 +231,7 @@ done
 echo
 for mode in ${MODES//,/ }; do
     # median of seconds, GB/s and RSS over this mode's runs
-    awk -v m="$mode" '$1 == m { s[n] = $2; r[n] = $3; k[n] = $4; n++ }
+    awk -v m="$mode" 'BEGIN { n = 0 } $1 == m { s[n] = $2; r[n] = $3; k[n] = $4; n++ }
         function med(a, n,   i, j, t) {
             for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
             return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2

@@ -26,6 +26,10 @@ int64_t qk_vocab_duplicates(const qk_vocab *v, int64_t *first_dup, int64_t *firs
 /* Set byte_fallback when the vocabulary has any BYTE token. */
 void qk_vocab_detect_byte_fallback(qk_vocab *v);
 
+/* Return rc, first prefixing the current message with "path: " unless it
+ * already starts with it (for errors from helpers that do not know the path). */
+int qk_vocab_path_error(int rc, const char *path);
+
 /* 1 when [s, s+n) is well-formed UTF-8. */
 int qk_utf8_valid(const char *s, size_t n);
 

@@ -24,7 +24,10 @@ extern "C" {
 
 typedef struct qk_forward_opts {
     int n_threads;       /* <= 0: all CPUs */
-    int64_t max_tokens;  /* most tokens per call (n_seq * n_ctx); sizes the buffers */
+    int64_t max_tokens;  /* most tokens per call (n_seq * n_ctx); sizes the buffers; <= 0: the model's n_ctx */
+    int64_t cache_bytes; /* when the whole model dequantized to floats fits in this many bytes, it is
+                          * kept across calls (fast for small models on many chunks); 0: 256 MiB;
+                          * < 0: never cache, dequantize each layer on every call */
 } qk_forward_opts;
 
 /* Which linear layer a hook sees. */
