@@ -245,7 +245,7 @@ int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_resul
         if (!sv)
             goto oom;
         sv->n_pos = N;
-        sv->k = o->top_k > 0 ? o->top_k : 32;
+        sv->k = o->top_k > 0 ? o->top_k : 64;
         if (sv->k > V)
             sv->k = V;
         sv->n_vocab = V;

@@ -45,7 +45,7 @@ static void usage(void)
            "      --json FILE            write every number, the inputs' checksums and the version\n"
            "      --save-base FILE       keep the base model's top-k log-probs (zlib) for later runs\n"
            "      --load-base FILE       use kept base results instead of running the base model\n"
-           "      --top-k K              log-probs kept per position by --save-base (default 32)\n"
+           "      --top-k K              log-probs kept per position by --save-base (default 64)\n"
            "      --max-ppl-increase P   gate: PPL(Q)/PPL(base) - 1 at most P (e.g. 2%%)\n"
            "      --max-kld X            gate: mean KL divergence at most X\n"
            "      --min-same-top P       gate: same top token at least P (e.g. 90%%)\n"
@@ -557,7 +557,7 @@ int main(int argc, char **argv)
     opts_t o = {0};
     o.eo.n_ctx = 512;
     o.eo.batch_seqs = 1;
-    o.eo.top_k = 32;
+    o.eo.top_k = 64;
     o.max_ppl_increase = o.max_kld = o.min_same_top = -1;
     enum { O_TEXT = 1000, O_CHUNKS, O_SCORE, O_VOCAB, O_JSON, O_SAVE, O_LOAD, O_TOPK, O_MPI, O_MKLD, O_MST,
            O_SHAPE, O_NOVERIFY, O_BASE, O_QUANT, O_PROG, O_VERSION };

@@ -69,7 +69,7 @@ typedef struct qk_eval_opts {
     int64_t batch_seqs;  /* windows per forward call (>= 1) */
     int score_all;
     int n_threads;
-    int64_t top_k;       /* kept per position for --save-base (default 32) */
+    int64_t top_k;       /* kept per position for --save-base (default 64) */
 } qk_eval_opts;
 
 typedef struct qk_eval_data {
