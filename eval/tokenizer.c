@@ -25,7 +25,7 @@
  *      one-byte token; where neither exists llama.cpp throws, we emit the
  *      unknown token once for the piece.
  * llama.cpp merges a whole fragment at once. Merging is local, so we cut
- * the escaped text into pieces of at least spm_chunk bytes at boundaries
+ * the escaped text into pieces (of at least spm_chunk bytes) at boundaries
  * between two characters that are never adjacent inside any token text: no
  * merge can cross such a boundary, each side's pairs never compete, and
  * the result equals the whole-fragment result while memory stays bounded.

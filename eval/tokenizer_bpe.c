@@ -541,15 +541,18 @@ int qk_bpe_init(qk_tokenizer *t)
 {
     const qk_vocab *v = t->v;
     const char *pre = v->pre ? v->pre : "default";
+    /* llama.cpp's LLAMA3 pre type (which also sets ignore_merges), then the
+     * DBRX and SMAUG types, which share its regex but not ignore_merges */
     static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                                         "midm-2.0", "lfm2", "dbrx", "smaug-bpe", NULL};
+                                         "midm-2.0", "lfm2", "jina-v5-nano", NULL};
+    static const char *const llama3_regex_only[] = {"dbrx", "smaug-bpe", NULL};
     t->pre = QK_PRE_GPT2;
     for (int i = 0; llama3[i]; i++)
-        if (!strcmp(pre, llama3[i])) {
+        if (!strcmp(pre, llama3[i]))
+            t->pre = QK_PRE_LLAMA3, t->ignore_merges = 1;
+    for (int i = 0; llama3_regex_only[i]; i++)
+        if (!strcmp(pre, llama3_regex_only[i]))
             t->pre = QK_PRE_LLAMA3;
-            /* llama.cpp sets ignore_merges for its LLAMA3 pre type only */
-            t->ignore_merges = i < 8;
-        }
 
     int64_t nm = v->n_merges;
     if (nm <= 0)
@@ -693,8 +696,9 @@ static int bpe_word(const qk_tokenizer *t, bpe_work *w, const uint8_t *s, size_t
     const qk_vocab *v = t->v;
     /* each input byte becomes at most 3 UTF-8 bytes (U+FFFD), each of those
      * at most 2 bytes of the alphabet */
-    if (n > (SIZE_MAX - 16) / 6)
-        return qk_error(QK_ELIMIT, "a pre-tokenizer word of %zu bytes is too long", n);
+    if (n > INT32_MAX / 3)
+        return qk_error(QK_ELIMIT, "a pre-tokenizer word of %zu bytes is longer than the limit of %d", n,
+                        INT32_MAX / 3);
     if (n * 6 > w->enc_cap) {
         free(w->enc);
         w->enc_cap = n * 6 + 64;

@@ -53,7 +53,9 @@ struct qk_tokenizer {
      * by a merge, so the text is merged in independent pieces there. */
     qk_u64set pairs;
     /* SPM: merge the text in pieces of at least this many bytes, cut at
-     * such boundaries (tests lower it to cut at every one). */
+     * such boundaries. Default 1 (cut at every one: the heaps stay small and
+     * in cache, ~3x faster than whole fragments); SIZE_MAX merges whole
+     * fragments as llama.cpp does (tests compare the two). */
     size_t spm_chunk;
 
     /* BPE */
