@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quantkit/gptq.h"
 #include "quantkit/llama2c.h"
 #include "quantkit/safetensors.h"
 
@@ -24,6 +25,7 @@ struct qk_model {
     qk_llama2c *l2c;
     qk_vocab *vocab;
     qk_model_tensor *t;
+    qk_gptq_tensor *gq; /* [capacity of t]: GPTQ layers, pointed to by t[i].gptq */
     int64_t n_t;
     uint64_t source_bytes;
 };
@@ -59,17 +61,23 @@ int64_t qk_model_tensor_nelem(const qk_model_tensor *t) { return t->ne[0] * qk_m
 
 const uint8_t *qk_model_row_raw(const qk_model_tensor *t, int64_t r)
 {
-    if (t->src_ne0 != t->ne[0] || r >= t->src_rows)
+    if (t->gptq || t->src_ne0 != t->ne[0] || r >= t->src_rows)
         return NULL;
     int64_t sr = t->perm_heads > 0 ? qk_rope_perm_row(r, t->src_rows, t->perm_heads) : r;
     return t->data + (uint64_t)sr * t->src_row_bytes;
+}
+
+int qk_model_tensor_decodable(const qk_model_tensor *t)
+{
+    const qk_type_traits *tr = qk_type_get(t->type);
+    return t->gptq || (tr && tr->to_float);
 }
 
 int qk_model_row_f32(const qk_model *m, const qk_model_tensor *t, int64_t r, float *dst)
 {
     (void)m;
     const qk_type_traits *tr = qk_type_get(t->type);
-    if (!tr || !tr->to_float)
+    if (!qk_model_tensor_decodable(t))
         return qk_error(QK_EUNSUPPORTED, "tensor '%s': quantkit cannot decode type %s", t->name,
                         qk_type_name(t->type));
     if (r >= t->src_rows) {
@@ -77,7 +85,10 @@ int qk_model_row_f32(const qk_model *m, const qk_model_tensor *t, int64_t r, flo
         return 0;
     }
     int64_t sr = t->perm_heads > 0 ? qk_rope_perm_row(r, t->src_rows, t->perm_heads) : r;
-    tr->to_float(t->data + (uint64_t)sr * t->src_row_bytes, dst, t->src_ne0);
+    if (t->gptq)
+        qk_gptq_row_f32(t->gptq, sr, dst);
+    else
+        tr->to_float(t->data + (uint64_t)sr * t->src_row_bytes, dst, t->src_ne0);
     if (t->src_ne0 < t->ne[0])
         memset(dst + t->src_ne0, 0, (size_t)(t->ne[0] - t->src_ne0) * sizeof(float));
     return 0;
@@ -95,6 +106,11 @@ int qk_model_rows_f32(const qk_model *m, const qk_model_tensor *t, int64_t r0, i
 
 void qk_model_release(const qk_model_tensor *t)
 {
+    for (int k = 0; t->gptq && k < QK_GPTQ_NPARTS; k++) {
+        const qk_gptq_part *p = &t->gptq->part[k];
+        if (p->map && p->data && p->nbytes)
+            qk_mmap_release(p->map, (uint64_t)(p->data - p->map->data), p->nbytes);
+    }
     if (t->map && t->data && t->nbytes)
         qk_mmap_release(t->map, (uint64_t)(t->data - t->map->data), t->nbytes);
 }
@@ -130,6 +146,7 @@ void qk_model_close(qk_model *m)
     qk_llama2c_close(m->l2c);
     qk_vocab_free(m->vocab);
     free(m->t);
+    free(m->gq);
     free(m->path);
     free(m);
 }
@@ -275,7 +292,7 @@ static int apply_pad(qk_model *m, int64_t pad)
         if (!gate && !down)
             continue;
         const qk_type_traits *tr = qk_type_get(t->type);
-        if (down && (tr->is_quantized || !tr->to_float))
+        if (down && !t->gptq && (tr->is_quantized || !tr->to_float))
             return qk_error(QK_EUNSUPPORTED, "%s: cannot pad '%s' stored as %s (pad a float model)", m->path,
                             t->name, tr->name);
         if (gate)
@@ -430,6 +447,45 @@ static int json_num(const cJSON *o, const char *key, float *out, const char *pat
     return 0;
 }
 
+/* "quantization_config": only GPTQ v1 (AutoGPTQ's "gptq" checkpoint format)
+ * with 4 or 8 bits; anything else is refused rather than misread. */
+static int read_quant_config(qk_model_config *c, const cJSON *q, const char *path)
+{
+    if (!q || cJSON_IsNull(q))
+        return 0;
+    if (!cJSON_IsObject(q))
+        return qk_error(QK_EFORMAT, "%s: \"quantization_config\" must be an object", path);
+    const cJSON *meth = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
+    if (!cJSON_IsString(meth) || strcmp(meth->valuestring, "gptq"))
+        return qk_error(QK_EUNSUPPORTED, "%s: quantization_config.quant_method %s%s%s is not supported (supported: gptq)",
+                        path, cJSON_IsString(meth) ? "'" : "", cJSON_IsString(meth) ? meth->valuestring : "(missing)",
+                        cJSON_IsString(meth) ? "'" : "");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(q, "checkpoint_format");
+    if (fmt && !cJSON_IsNull(fmt) && (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "gptq")))
+        return qk_error(QK_EUNSUPPORTED,
+                        "%s: quantization_config.checkpoint_format %s is not supported (supported: gptq, the v1 layout)",
+                        path, cJSON_IsString(fmt) ? fmt->valuestring : "(not a string)");
+    int64_t bits = 0, gs = -1;
+    int rc = json_int(q, "bits", &bits, 1, path);
+    if (rc)
+        return rc;
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(q, "group_size");
+    if (cJSON_IsNumber(g) && g->valuedouble == -1)
+        gs = -1;
+    else if ((rc = json_int(q, "group_size", &gs, 0, path)))
+        return rc;
+    if (gs == 0 || gs > (1 << 24))
+        return qk_error(QK_EFORMAT, "%s: quantization_config.group_size %lld: expected -1 or a positive size", path,
+                        (long long)gs);
+    if (bits != 4 && bits != 8)
+        return qk_error(bits == 2 || bits == 3 ? QK_EUNSUPPORTED : QK_EFORMAT,
+                        "%s: quantization_config.bits %lld is not supported (supported: 4, 8)", path,
+                        (long long)bits);
+    c->gptq_bits = (int)bits;
+    c->gptq_group_size = gs;
+    return 0;
+}
+
 int qk_model_read_hf_config(qk_model_config *c, const char *cfg_path)
 {
     char *txt = NULL;
@@ -486,9 +542,69 @@ int qk_model_read_hf_config(qk_model_config *c, const char *cfg_path)
     }
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     c->tied_embeddings = cJSON_IsTrue(tie);
+    rc = read_quant_config(c, cJSON_GetObjectItemCaseSensitive(j, "quantization_config"), cfg_path);
 done:
     cJSON_Delete(j);
     return rc;
+}
+
+/* The shard holding st (NULL when st is not in the set). */
+static const qk_safetensors *shard_of(const qk_st_set *s, const qk_st_tensor *st)
+{
+    for (int64_t k = 0; k < qk_st_set_n_tensors(s); k++)
+        if (qk_st_set_tensor_at(s, k) == st)
+            return qk_st_set_shard_of(s, k);
+    return NULL;
+}
+
+/* A GPTQ linear layer: <prefix>.qweight/.qzeros/.scales/.g_idx in place of
+ * <prefix>.weight. *found = 0 (and no error) when there is no qweight. */
+static int open_gptq_tensor(qk_model *m, const canon_tensor *c, int *found)
+{
+    char prefix[96], nm[QK_GPTQ_NPARTS][128];
+    size_t n = strlen(c->hf);
+    *found = 0;
+    if (n < 7 || strcmp(c->hf + n - 7, ".weight"))
+        return 0;
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(n - 7), c->hf);
+    const qk_st_tensor *st[QK_GPTQ_NPARTS];
+    const char *files[QK_GPTQ_NPARTS];
+    const qk_safetensors *sh[QK_GPTQ_NPARTS];
+    for (int k = 0; k < QK_GPTQ_NPARTS; k++) {
+        snprintf(nm[k], sizeof nm[k], "%s.%s", prefix, qk_gptq_part_names[k]);
+        st[k] = qk_st_set_find(m->st, nm[k]);
+        if (!st[k] && k == QK_GPTQ_QWEIGHT)
+            return 0;
+        if (!st[k])
+            return qk_error(QK_EFORMAT, "%s: missing tensor '%s' (GPTQ layer '%s' for %s)", m->path, nm[k],
+                            nm[QK_GPTQ_QWEIGHT], c->name);
+        sh[k] = shard_of(m->st, st[k]);
+        files[k] = sh[k] ? qk_safetensors_path(sh[k]) : m->path;
+    }
+    qk_gptq_tensor *g = &m->gq[m->n_t];
+    int rc = qk_gptq_tensor_init(g, m->cfg.gptq_bits, c->ne[0], c->ne[1], st, files);
+    if (rc)
+        return rc;
+    for (int k = 0; k < QK_GPTQ_NPARTS; k++)
+        g->part[k].map = sh[k] ? qk_safetensors_map(sh[k]) : NULL;
+    qk_model_tensor *t = &m->t[m->n_t];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", c->name);
+    t->type = QK_TYPE_I32;
+    t->n_dims = 2;
+    t->ne[0] = t->src_ne0 = c->ne[0];
+    t->ne[1] = t->src_rows = c->ne[1];
+    t->ne[2] = t->ne[3] = 1;
+    t->nbytes = qk_gptq_tensor_bytes(g);
+    t->perm_heads = c->perm_heads;
+    t->gptq = g;
+    if (c->perm_heads && t->src_rows % c->perm_heads)
+        return qk_error(QK_EFORMAT, "%s: '%s' rows do not divide into %lld heads", m->path, nm[QK_GPTQ_QWEIGHT],
+                        (long long)c->perm_heads);
+    m->source_bytes += t->nbytes;
+    m->n_t++;
+    *found = 1;
+    return 0;
 }
 
 static int open_hf(qk_model *m, const char *dir, const char *st_path, const qk_model_opts *o)
@@ -513,11 +629,19 @@ static int open_hf(qk_model *m, const char *dir, const char *st_path, const qk_m
     if ((rc = canon_list(&m->cfg, &cl, &ncl)))
         return rc;
     m->t = calloc((size_t)ncl, sizeof *m->t);
-    if (!m->t) {
+    m->gq = m->cfg.gptq_bits ? calloc((size_t)ncl, sizeof *m->gq) : NULL;
+    if (!m->t || (m->cfg.gptq_bits && !m->gq)) {
         free(cl);
         return qk_error(QK_ENOMEM, "out of memory");
     }
     for (int64_t i = 0; i < ncl && !rc; i++) {
+        if (m->cfg.gptq_bits && cl[i].n_dims == 2 && strcmp(cl[i].name, "token_embd.weight")) {
+            int found = 0;
+            if ((rc = open_gptq_tensor(m, &cl[i], &found)))
+                break;
+            if (found)
+                continue;
+        }
         const qk_st_tensor *st = qk_st_set_find(m->st, cl[i].hf);
         if (!st) {
             if (!cl[i].optional)

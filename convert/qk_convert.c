@@ -1,7 +1,6 @@
 /* qk-convert: any supported checkpoint -> GGUF (F32/F16/BF16) or a Hugging
  * Face directory (config.json + model.safetensors + tokenizer.json).
  * Tensors stream one at a time from the mapped input to the atomic output. */
-#include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 
 #include "quantkit/common.h"
 #include "quantkit/gguf.h"
+#include "quantkit/hf.h"
 #include "quantkit/model.h"
 #include "quantkit/safetensors.h"
 #include "quantkit/tool.h"
@@ -232,86 +232,6 @@ done:
     return rc;
 }
 
-static const char *hf_name(const qk_model_tensor *t, char *buf, size_t n)
-{
-    long long l;
-    char kind[48];
-    static const struct {
-        const char *gguf, *hf;
-    } map[] = {
-        {"attn_norm.weight", "input_layernorm.weight"},  {"attn_q.weight", "self_attn.q_proj.weight"},
-        {"attn_k.weight", "self_attn.k_proj.weight"},    {"attn_v.weight", "self_attn.v_proj.weight"},
-        {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
-        {"ffn_gate.weight", "mlp.gate_proj.weight"},     {"ffn_up.weight", "mlp.up_proj.weight"},
-        {"ffn_down.weight", "mlp.down_proj.weight"},
-    };
-    if (!strcmp(t->name, "token_embd.weight"))
-        return "model.embed_tokens.weight";
-    if (!strcmp(t->name, "output_norm.weight"))
-        return "model.norm.weight";
-    if (!strcmp(t->name, "output.weight"))
-        return "lm_head.weight";
-    if (sscanf(t->name, "blk.%lld.%47s", &l, kind) == 2)
-        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-            if (!strcmp(kind, map[i].gguf)) {
-                snprintf(buf, n, "model.layers.%lld.%s", l, map[i].hf);
-                return buf;
-            }
-    return NULL;
-}
-
-static int write_hf_config(const char *dir, const qk_model *m, int dtype)
-{
-    const qk_model_config *c = qk_model_cfg(m);
-    const qk_vocab *v = qk_model_vocab(m);
-    cJSON *j = cJSON_CreateObject();
-    cJSON *a = cJSON_AddArrayToObject(j, "architectures");
-    int mistral = !strcmp(c->hf_arch, "MistralForCausalLM");
-    cJSON_AddItemToArray(a, cJSON_CreateString(mistral ? "MistralForCausalLM" : "LlamaForCausalLM"));
-    cJSON_AddStringToObject(j, "model_type", mistral ? "mistral" : "llama");
-    cJSON_AddNumberToObject(j, "hidden_size", (double)c->n_embd);
-    cJSON_AddNumberToObject(j, "intermediate_size", (double)c->n_ff);
-    cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
-    cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
-    cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_head_kv);
-    cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
-    cJSON_AddNumberToObject(j, "vocab_size", (double)c->n_vocab);
-    cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->n_ctx);
-    cJSON_AddNumberToObject(j, "rms_norm_eps", (double)c->norm_eps);
-    cJSON_AddNumberToObject(j, "rope_theta", (double)c->rope_base);
-    if (c->sliding_window > 0)
-        cJSON_AddNumberToObject(j, "sliding_window", (double)c->sliding_window);
-    else
-        cJSON_AddNullToObject(j, "sliding_window");
-    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_embeddings);
-    cJSON_AddStringToObject(j, "torch_dtype",
-                            dtype == QK_TYPE_F16 ? "float16" : dtype == QK_TYPE_BF16 ? "bfloat16" : "float32");
-    cJSON_AddStringToObject(j, "hidden_act", "silu");
-    if (v && v->bos_id >= 0)
-        cJSON_AddNumberToObject(j, "bos_token_id", v->bos_id);
-    if (v && v->eos_id >= 0)
-        cJSON_AddNumberToObject(j, "eos_token_id", v->eos_id);
-    char *txt = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!txt)
-        return qk_error(QK_ENOMEM, "out of memory");
-    char *path = qk_path_join(dir, "config.json");
-    qk_afile *f = NULL;
-    int rc = path ? qk_afile_open(&f, path) : qk_error(QK_ENOMEM, "out of memory");
-    if (!rc)
-        rc = qk_afile_write(f, txt, strlen(txt));
-    if (!rc)
-        rc = qk_afile_write(f, "\n", 1);
-    if (!rc) {
-        rc = qk_afile_commit(f);
-        f = NULL;
-    }
-    qk_afile_abort(f);
-    free(path);
-    free(txt);
-    return rc;
-}
-
 static int write_hf_dir(const opts_t *o, const qk_model *m, uint64_t *out_bytes)
 {
     qk_adir *d = NULL;
@@ -335,7 +255,7 @@ static int write_hf_dir(const opts_t *o, const qk_model *m, uint64_t *out_bytes)
         if (t->n_dims == 1 && o->outtype >= 0)
             type = o->outtype; /* HF checkpoints keep norms in the model dtype */
         char buf[128];
-        const char *name = hf_name(t, buf, sizeof buf);
+        const char *name = qk_hf_tensor_name(t->name, buf, sizeof buf);
         int64_t shape[2] = {t->n_dims > 1 ? t->ne[1] : t->ne[0], t->ne[0]};
         if (!name) {
             rc = qk_error(QK_EUNSUPPORTED, "no Hugging Face name for tensor '%s'", t->name);
@@ -357,9 +277,7 @@ static int write_hf_dir(const opts_t *o, const qk_model *m, uint64_t *out_bytes)
         if (t->n_dims == 1 && o->outtype >= 0)
             type = o->outtype;
         /* Hugging Face stores q/k rows in rotate-half order */
-        int64_t heads = strstr(t->name, ".attn_q.") ? qk_model_cfg(m)->n_head
-                        : strstr(t->name, ".attn_k.") ? qk_model_cfg(m)->n_head_kv : 0;
-        rc = stream_tensor(o, m, t, type, heads, emit_st, w, prog);
+        rc = stream_tensor(o, m, t, type, qk_hf_perm_heads(qk_model_cfg(m), t->name), emit_st, w, prog);
     }
     if (!rc)
         rc = qk_st_writer_finish(w);
@@ -369,7 +287,7 @@ static int write_hf_dir(const opts_t *o, const qk_model *m, uint64_t *out_bytes)
         f = NULL;
     }
     if (!rc)
-        rc = write_hf_config(tmp, m, main_type);
+        rc = qk_hf_write_config(tmp, qk_model_cfg(m), qk_model_vocab(m), main_type, NULL);
     if (!rc && qk_model_vocab(m)) {
         char *tj = qk_path_join(tmp, "tokenizer.json");
         rc = tj ? qk_vocab_write_tokenizer_json(qk_model_vocab(m), tj) : qk_error(QK_ENOMEM, "out of memory");

@@ -1,6 +1,8 @@
-/* qk-quantize: any supported checkpoint -> GGUF with ggml block types.
+/* qk-quantize: any supported checkpoint -> GGUF with ggml block types, or
+ * (--format gptq) a Hugging Face directory with GPTQ-layout INT4/INT8 layers.
  * Tensors stream from the mapped input through row-parallel encoders to the
- * atomic output in chunks of rows; memory stays at a few chunks. */
+ * atomic output in chunks of rows; memory stays at a few chunks (GPTQ: plus
+ * one packed layer). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
 #define CHUNK_FLOATS (4u << 20) /* rows per chunk: about 16 MiB of floats */
 #define MAX_OVERRIDES 64
 
+enum { FORMAT_GGUF = 0, FORMAT_GPTQ = 1 };
+
 typedef struct {
     const char *input, *output, *vocab;
     const qk_ftype_info *target;
@@ -24,6 +28,11 @@ typedef struct {
     int allow_requantize, allow_nonfinite;
     int threads;
     int json, quiet;
+    int format;              /* FORMAT_* */
+    int bits, sym, force;    /* --format gptq */
+    long long group_size;
+    const char *gguf_only;   /* a GGUF-only option given (for the usage error) */
+    const char *gptq_only;   /* a GPTQ-only option given */
     char cmdline[4096];
 } opts_t;
 
@@ -31,23 +40,37 @@ static void usage(void)
 {
     int64_t n;
     const qk_ftype_info *l = qk_ftype_list(&n);
-    printf("Usage: qk-quantize INPUT OUTPUT TYPE [options]\n"
+    printf("Usage: qk-quantize INPUT OUTPUT TYPE [options]          (GGUF)\n"
+           "       qk-quantize INPUT -o OUTPUT TYPE [options]\n"
+           "       qk-quantize INPUT -o DIR --format gptq [--bits 4|8] [--group-size N] [--sym|--asym]\n"
            "\n"
            "Quantize a checkpoint to a GGUF with standard ggml block types that llama.cpp\n"
-           "loads unchanged. INPUT: a Hugging Face directory, .safetensors (config.json\n"
-           "beside it), GGUF (F32/F16/BF16), or llama2.c .bin (--vocab or tokenizer.bin beside it).\n"
+           "loads unchanged, or (--format gptq) to a Hugging Face directory in the GPTQ\n"
+           "safetensors layout that transformers, AutoGPTQ and vLLM load. INPUT: a Hugging\n"
+           "Face directory, .safetensors (config.json beside it), GGUF (F32/F16/BF16), or\n"
+           "llama2.c .bin (--vocab or tokenizer.bin beside it).\n"
            "\n"
-           "TYPE (case-insensitive; llama.cpp's names and mix rules):\n");
+           "TYPE (GGUF only; case-insensitive; llama.cpp's names and mix rules):\n");
     for (int64_t i = 0; i < n; i++)
         printf("  %-8s %s\n", l[i].name, l[i].description);
     printf("\n"
            "Options:\n"
+           "  -o, --output PATH          output file (GGUF) or directory (GPTQ), instead of the positional OUTPUT\n"
+           "      --format F             gguf (default) | gptq\n"
+           "GGUF:\n"
            "      --pure                 TYPE for every 2-D weight (no mix rules; 1-D tensors stay F32)\n"
            "      --tensor-type RE=T     tensors whose name matches the POSIX regex RE get type T\n"
            "                             (repeatable; first match wins; beats the mix rules)\n"
            "      --output-type T        type of output.weight (or of tied token embeddings)\n"
            "      --embed-type T         type of token_embd.weight\n"
-           "      --pad-ffn N            zero-pad the FFN hidden size to a multiple of N first (lossless)\n"
+           "GPTQ (the 7 linear layers of every block; embeddings, norms and lm_head stay F16):\n"
+           "      --bits B               4 (default) or 8\n"
+           "      --group-size N         32, 64 or 128 (default) input features per scale and zero\n"
+           "      --sym, --asym          symmetric (default: zero 2^(B-1)) or asymmetric groups\n"
+           "      --force                replace an existing output directory\n"
+           "Both:\n"
+           "      --pad-ffn N            zero-pad the FFN hidden size to a multiple of N first (lossless;\n"
+           "                             GPTQ needs it when the FFN size is not a multiple of the group size)\n"
            "      --vocab FILE           tokenizer for llama2.c inputs\n"
            "      --allow-requantize     accept already-quantized input tensors\n"
            "      --allow-nonfinite      replace NaN/Inf weights by 0 instead of refusing them\n"
@@ -58,7 +81,9 @@ static void usage(void)
            "  -h, --help, --version\n"
            "\n"
            "Rows whose length is not a multiple of a type's block fall back: Q2_K, Q3_K, IQ4_XS\n"
-           "-> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; otherwise F16.\n"
+           "-> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; otherwise F16. GPTQ has no\n"
+           "fallback: a layer whose inputs are not a multiple of the group size is an error.\n"
+           "The GPTQ layout is described in docs/GPTQ.md.\n"
            "Exit status: 0 ok, 1 error (no output is left behind), 2 bad usage.\n");
 }
 
@@ -125,6 +150,27 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
     return rc ? rc : qk_gguf_writer_end_tensor(w);
 }
 
+/* The stored type of a source tensor, for reports ("Q4_0", "GPTQ4"). */
+static const char *src_type_name(const qk_model_tensor *t)
+{
+    if (t->gptq)
+        return t->gptq->bits == 8 ? "GPTQ8" : "GPTQ4";
+    return qk_type_name(t->type);
+}
+
+static int check_requantize(const opts_t *o, const qk_model *m)
+{
+    for (int64_t i = 0; i < qk_model_n_tensors(m) && !o->allow_requantize; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        if (t->gptq || qk_type_get(t->type)->is_quantized)
+            return qk_error(QK_EUNSUPPORTED,
+                            "%s: tensor '%s' is already quantized (%s); requantizing loses accuracy "
+                            "(use --allow-requantize to do it anyway)",
+                            o->input, t->name, src_type_name(t));
+    }
+    return 0;
+}
+
 static const char *reason_name(const qk_plan_entry *e)
 {
     if (e->fallback)
@@ -158,16 +204,8 @@ static int run(opts_t *o)
     if (rc)
         goto done;
     int64_t nt = qk_model_n_tensors(m);
-    for (int64_t i = 0; i < nt; i++) {
-        const qk_model_tensor *t = qk_model_tensor_at(m, i);
-        if (qk_type_get(t->type)->is_quantized && !o->allow_requantize) {
-            rc = qk_error(QK_EUNSUPPORTED,
-                          "%s: tensor '%s' is already quantized (%s); requantizing loses accuracy "
-                          "(use --allow-requantize to do it anyway)",
-                          o->input, t->name, qk_type_name(t->type));
-            goto done;
-        }
-    }
+    if ((rc = check_requantize(o, m)))
+        goto done;
     plan = calloc((size_t)nt, sizeof *plan);
     if (!plan) {
         rc = qk_error(QK_ENOMEM, "out of memory");
@@ -239,7 +277,11 @@ static int run(opts_t *o)
     prog = qk_progress_start("quantizing", total_elems, "w");
     for (int64_t i = 0; i < nt && !rc; i++) {
         const qk_model_tensor *t = qk_model_tensor_at(m, i);
-        qk_hasher_update(src_hash, t->data, (size_t)t->nbytes);
+        if (t->gptq)
+            for (int k = 0; k < QK_GPTQ_NPARTS; k++)
+                qk_hasher_update(src_hash, t->gptq->part[k].data, (size_t)t->gptq->part[k].nbytes);
+        else
+            qk_hasher_update(src_hash, t->data, (size_t)t->nbytes);
         rc = quantize_tensor(o, m, t, plan[i].type, pool, w, fbuf, qbuf, chunk_rows, &n_fixed, prog);
         uint64_t bytes = 0;
         qk_type_tensor_bytes(plan[i].type, t->ne, t->n_dims, &bytes);
@@ -288,7 +330,7 @@ static int run(opts_t *o)
             const qk_model_tensor *t = qk_model_tensor_at(m, i);
             cJSON *x = cJSON_CreateObject();
             cJSON_AddStringToObject(x, "name", t->name);
-            cJSON_AddStringToObject(x, "source_type", qk_type_name(t->type));
+            cJSON_AddStringToObject(x, "source_type", src_type_name(t));
             cJSON_AddStringToObject(x, "type", qk_type_name(plan[i].type));
             if (plan[i].fallback)
                 cJSON_AddStringToObject(x, "fallback_from", qk_type_name(plan[i].wanted));
@@ -331,7 +373,7 @@ static int run(opts_t *o)
                          qk_type_name(plan[i].wanted));
             else
                 snprintf(note, sizeof note, "%s", reason_name(&plan[i]));
-            printf("%-36s %-22s %-6s -> %-7s %s\n", t->name, sh, qk_type_name(t->type), qk_type_name(plan[i].type),
+            printf("%-36s %-22s %-6s -> %-7s %s\n", t->name, sh, src_type_name(t), qk_type_name(plan[i].type),
                    note);
         }
         printf("\n%-8s %8s %16s %8s\n", "type", "tensors", "bytes", "bpw");
@@ -362,6 +404,95 @@ done:
     return rc;
 }
 
+/* --format gptq: a Hugging Face directory with GPTQ-layout layers. */
+static int run_gptq(opts_t *o)
+{
+    qk_model *m = NULL;
+    qk_pool *pool = NULL;
+    uint64_t *each = NULL;
+    double t0 = qk_now();
+    qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
+    int rc = qk_model_open(&m, o->input, &mo);
+    if (rc || (rc = check_requantize(o, m)) || (rc = qk_pool_create(&pool, o->threads)))
+        goto done;
+    int64_t nt = qk_model_n_tensors(m);
+    if (!(each = calloc((size_t)nt, sizeof *each))) {
+        rc = qk_error(QK_ENOMEM, "out of memory");
+        goto done;
+    }
+    qk_gptq_export_params p = {.bits = o->bits, .group_size = o->group_size, .sym = o->sym, .force = o->force,
+                               .allow_nonfinite = o->allow_nonfinite, .source = o->input};
+    qk_gptq_export_stats st = {.tensor_bytes_each = each};
+    if ((rc = qk_gptq_export(m, o->output, &p, pool, &st)))
+        goto done;
+    if (st.n_fixed)
+        qk_log(QK_LOG_WARN, "replaced %llu non-finite weights by 0 (--allow-nonfinite)", (unsigned long long)st.n_fixed);
+    if (o->quiet)
+        goto done;
+    double dt = qk_now() - t0;
+    uint64_t in_bytes = qk_model_source_bytes(m);
+    char stored[32];
+    snprintf(stored, sizeof stored, "GPTQ%d g%lld %s", o->bits, o->group_size, o->sym ? "sym" : "asym");
+    double bpw = st.total_elems ? 8.0 * (double)st.tensor_bytes / (double)st.total_elems : 0.0;
+    double bpw_q = st.quant_elems ? 8.0 * (double)st.quant_bytes / (double)st.quant_elems : 0.0;
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "input", o->input);
+        cJSON_AddStringToObject(j, "output", o->output);
+        cJSON_AddStringToObject(j, "format", "gptq");
+        cJSON_AddNumberToObject(j, "bits", o->bits);
+        cJSON_AddNumberToObject(j, "group_size", (double)o->group_size);
+        cJSON_AddBoolToObject(j, "sym", o->sym);
+        cJSON *jt = cJSON_AddArrayToObject(j, "tensors");
+        for (int64_t i = 0; i < nt; i++) {
+            const qk_model_tensor *t = qk_model_tensor_at(m, i);
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", t->name);
+            cJSON_AddStringToObject(x, "source_type", src_type_name(t));
+            cJSON_AddStringToObject(x, "type", qk_gptq_export_quantizes(t) ? "GPTQ" : "F16");
+            cJSON_AddNumberToObject(x, "bytes", (double)each[i]);
+            cJSON_AddNumberToObject(x, "bpw", 8.0 * (double)each[i] / (double)qk_model_tensor_nelem(t));
+            cJSON_AddItemToArray(jt, x);
+        }
+        cJSON_AddNumberToObject(j, "file_bytes", (double)st.file_bytes);
+        cJSON_AddNumberToObject(j, "tensor_bytes", (double)st.tensor_bytes);
+        cJSON_AddNumberToObject(j, "input_tensor_bytes", (double)in_bytes);
+        cJSON_AddNumberToObject(j, "bpw", bpw);
+        cJSON_AddNumberToObject(j, "bpw_quantized", bpw_q);
+        cJSON_AddNumberToObject(j, "size_ratio", st.file_bytes ? (double)in_bytes / (double)st.file_bytes : 0);
+        cJSON_AddNumberToObject(j, "seconds", dt);
+        cJSON_AddNumberToObject(j, "nonfinite_replaced", (double)st.n_fixed);
+        char *txt = cJSON_Print(j);
+        printf("%s\n", txt);
+        free(txt);
+        cJSON_Delete(j);
+        goto done;
+    }
+    printf("%-36s %-22s %-6s -> %-18s %12s %8s\n", "tensor", "shape", "from", "stored as", "bytes", "bpw");
+    for (int64_t i = 0; i < nt; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        char sh[48];
+        if (t->n_dims > 1)
+            snprintf(sh, sizeof sh, "[%lld, %lld]", (long long)t->ne[0], (long long)t->ne[1]);
+        else
+            snprintf(sh, sizeof sh, "[%lld]", (long long)t->ne[0]);
+        printf("%-36s %-22s %-6s -> %-18s %12llu %8.4f\n", t->name, sh, src_type_name(t),
+               qk_gptq_export_quantizes(t) ? stored : "F16", (unsigned long long)each[i],
+               8.0 * (double)each[i] / (double)qk_model_tensor_nelem(t));
+    }
+    char b1[32], b2[32];
+    printf("\noutput: %s/ (model.safetensors %s, %llu bytes; %lld GPTQ layers)\n", o->output,
+           qk_fmt_bytes(st.file_bytes, b1), (unsigned long long)st.file_bytes, (long long)st.n_quantized);
+    printf("average: %.4f bits per weight (%.4f over the GPTQ layers)\n", bpw, bpw_q);
+    printf("input tensors: %s -> %.2fx smaller; %.2f s\n", qk_fmt_bytes(in_bytes, b2),
+           st.file_bytes ? (double)in_bytes / (double)st.file_bytes : 0.0, dt);
+done:
+    free(each);
+    qk_pool_free(pool);
+    qk_model_close(m);
+    return rc;
+}
+
 static int parse_type(const char *opt, const char *s, int *out)
 {
     int t = qk_type_from_name(s);
@@ -382,11 +513,19 @@ int main(int argc, char **argv)
     static qk_type_override ov[MAX_OVERRIDES];
     o.qp.output_type = o.qp.embed_type = -1;
     o.qp.overrides = ov;
+    o.bits = 4;
+    o.group_size = 128;
+    o.sym = 1;
     size_t k = 0;
     for (int i = 0; i < argc && k + 2 < sizeof o.cmdline; i++)
         k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
-    enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION };
+    enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION,
+           O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE };
     static const struct option lo[] = {
+        {"output", required_argument, 0, 'o'},      {"format", required_argument, 0, O_FORMAT},
+        {"bits", required_argument, 0, O_BITS},     {"group-size", required_argument, 0, O_GROUP},
+        {"sym", no_argument, 0, O_SYM},             {"asym", no_argument, 0, O_ASYM},
+        {"force", no_argument, 0, O_FORCE},
         {"pure", no_argument, 0, O_PURE},           {"tensor-type", required_argument, 0, O_TT},
         {"output-type", required_argument, 0, O_OUT}, {"embed-type", required_argument, 0, O_EMB},
         {"pad-ffn", required_argument, 0, O_PAD},   {"vocab", required_argument, 0, O_VOCAB},
@@ -399,10 +538,32 @@ int main(int argc, char **argv)
     int c, rc = 0;
     long long v;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "t:qvh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:t:qvh", lo, NULL)) != -1) {
         switch (c) {
-        case O_PURE: o.qp.pure = 1; break;
+        case 'o': o.output = optarg; break;
+        case O_FORMAT:
+            if (!strcasecmp(optarg, "gguf")) o.format = FORMAT_GGUF;
+            else if (!strcasecmp(optarg, "gptq")) o.format = FORMAT_GPTQ;
+            else return qk_tool_usage("--format '%s': expected gguf or gptq", optarg);
+            break;
+        case O_BITS:
+            if (strcmp(optarg, "4") && strcmp(optarg, "8"))
+                return qk_tool_usage("--bits '%s': expected 4 or 8", optarg);
+            o.bits = atoi(optarg);
+            o.gptq_only = "--bits";
+            break;
+        case O_GROUP:
+            if (strcmp(optarg, "32") && strcmp(optarg, "64") && strcmp(optarg, "128"))
+                return qk_tool_usage("--group-size '%s': expected 32, 64 or 128", optarg);
+            o.group_size = atoi(optarg);
+            o.gptq_only = "--group-size";
+            break;
+        case O_SYM: o.sym = 1; o.gptq_only = "--sym"; break;
+        case O_ASYM: o.sym = 0; o.gptq_only = "--asym"; break;
+        case O_FORCE: o.force = 1; o.gptq_only = "--force"; break;
+        case O_PURE: o.qp.pure = 1; o.gguf_only = "--pure"; break;
         case O_TT: {
+            o.gguf_only = "--tensor-type";
             char *eq = strrchr(optarg, '=');
             if (!eq || eq == optarg)
                 return qk_tool_usage("--tensor-type '%s': expected REGEX=TYPE", optarg);
@@ -418,8 +579,14 @@ int main(int argc, char **argv)
             o.qp.n_overrides++;
             break;
         }
-        case O_OUT: if (parse_type("--output-type", optarg, &o.qp.output_type)) return QK_EXIT_USAGE; break;
-        case O_EMB: if (parse_type("--embed-type", optarg, &o.qp.embed_type)) return QK_EXIT_USAGE; break;
+        case O_OUT:
+            if (parse_type("--output-type", optarg, &o.qp.output_type)) return QK_EXIT_USAGE;
+            o.gguf_only = "--output-type";
+            break;
+        case O_EMB:
+            if (parse_type("--embed-type", optarg, &o.qp.embed_type)) return QK_EXIT_USAGE;
+            o.gguf_only = "--embed-type";
+            break;
         case O_PAD: if (qk_tool_parse_int("--pad-ffn", optarg, 1, 4096, &o.pad_ffn)) return QK_EXIT_USAGE; break;
         case O_VOCAB: o.vocab = optarg; break;
         case O_REQ: o.allow_requantize = 1; break;
@@ -438,11 +605,30 @@ int main(int argc, char **argv)
         default: return qk_tool_usage("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (argc - optind != 3)
-        return qk_tool_usage("expected INPUT OUTPUT TYPE (%d positional arguments given)", argc - optind);
+    int npos = argc - optind;
+    if (o.format == FORMAT_GPTQ) {
+        if (o.gguf_only)
+            return qk_tool_usage("%s applies to --format gguf, not gptq", o.gguf_only);
+        if (npos != (o.output ? 1 : 2))
+            return qk_tool_usage(o.output ? "--format gptq: expected INPUT -o DIR (%d positional arguments given; no TYPE)"
+                                          : "--format gptq: expected INPUT -o DIR or INPUT DIR (%d positional arguments given; no TYPE)",
+                                 npos);
+        o.input = argv[optind];
+        if (!o.output)
+            o.output = argv[optind + 1];
+        rc = run_gptq(&o);
+        return rc ? qk_tool_fail() : 0;
+    }
+    if (o.gptq_only)
+        return qk_tool_usage("%s applies to --format gptq", o.gptq_only);
+    if (npos != (o.output ? 2 : 3))
+        return qk_tool_usage(o.output ? "expected INPUT -o OUTPUT TYPE (%d positional arguments given)"
+                                      : "expected INPUT OUTPUT TYPE (%d positional arguments given)",
+                             npos);
     o.input = argv[optind];
-    o.output = argv[optind + 1];
-    o.target = qk_ftype_find(argv[optind + 2]);
+    if (!o.output)
+        o.output = argv[++optind];
+    o.target = qk_ftype_find(argv[optind + 1]);
     if (!o.target) {
         int64_t n;
         const qk_ftype_info *l = qk_ftype_list(&n);
@@ -450,7 +636,7 @@ int main(int argc, char **argv)
         size_t p = 0;
         for (int64_t i = 0; i < n && p + 10 < sizeof names; i++)
             p += (size_t)snprintf(names + p, sizeof names - p, "%s%s", i ? ", " : "", l[i].name);
-        return qk_tool_usage("unknown TYPE '%s'; valid types: %s", argv[optind + 2], names);
+        return qk_tool_usage("unknown TYPE '%s'; valid types: %s", argv[optind + 1], names);
     }
     rc = run(&o);
     for (int64_t i = 0; i < o.qp.n_overrides; i++)

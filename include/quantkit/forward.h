@@ -3,14 +3,22 @@
  * RMSNorm, RoPE (llama.cpp's interleaved pairs, base from the model),
  * grouped-query causal attention (optional sliding window), SwiGLU FFN, tied
  * or separate output. Activations are FP32; every linear layer is one
- * OpenBLAS sgemm over all tokens of the batch. Weights of any type quantkit
- * decodes (F32, F16, BF16, ggml block types) are dequantized per tensor into
- * reusable buffers as each layer runs, so memory is one layer's working set
- * plus the mapped file, whatever the model size.
+ * OpenBLAS sgemm over all tokens of the batch. F32 tensors stored as is are
+ * used in place from the mapped file; weights of any other type quantkit
+ * decodes (F16, BF16, ggml block types) are dequantized per tensor into a
+ * reusable buffer as each layer runs (or kept, when the whole model fits
+ * opts.cache_bytes), so memory is one layer's working set plus the mapped
+ * file, whatever the model size.
  *
  * Sequences are independent windows that each start at position 0 (the
  * perplexity protocol). Several sequences are processed together layer by
- * layer, so each layer's weights are dequantized once per call.
+ * layer, so each layer's weights are dequantized once per call. Every step
+ * but the matmuls is per token or per sequence, so a sequence's logits do
+ * not depend on what it is batched with, up to OpenBLAS's choice of kernel
+ * by matrix size (bit-identical except for tiny matrices, ~1e-5 there).
+ *
+ * One qk_forward is used by one thread at a time. qk_forward_run sets
+ * OpenBLAS's (process-wide) thread count to opts.n_threads.
  */
 #ifndef QUANTKIT_FORWARD_H
 #define QUANTKIT_FORWARD_H
@@ -38,8 +46,12 @@ enum {
 /* Called for every linear layer of every layer, in execution order, with
  * the input activations x [n_tokens][n_in] (row-major, one token per row)
  * just before the matmul (y == NULL), and again with the output
- * y [n_tokens][n_out] just after it (the hook may modify y). Layer is -1 for
- * the output projection. A non-zero return aborts the pass with that code. */
+ * y [n_tokens][n_out] just after it (the hook may modify y). Q, K and V see
+ * the same x; rows are sequence-major (row s*n_ctx + i). Layer is -1 for the
+ * output projection, whose rows are only the scored positions (pos >=
+ * first_logit of each sequence, in order) and whose weight is token_embd
+ * when the embeddings are tied. A non-zero return aborts the pass with that
+ * code. */
 typedef struct qk_linear_event {
     int layer;
     int kind;                       /* QK_LIN_* */
@@ -52,20 +64,29 @@ typedef struct qk_linear_event {
 typedef int (*qk_linear_hook)(void *ctx, const qk_linear_event *ev);
 
 typedef struct qk_forward qk_forward;
+/* The model must outlive the forward pass. o may be NULL (defaults). Fails
+ * with QK_EUNSUPPORTED when a tensor's type cannot be decoded yet, and with
+ * QK_EFORMAT when a tensor's shape does not match the configuration. */
 int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o);
 void qk_forward_free(qk_forward *f);
 void qk_forward_set_hook(qk_forward *f, qk_linear_hook fn, void *ctx);
 
 /* Replace the weights of one tensor for subsequent passes with dequantized
  * floats w [rows][ne0] (copied), e.g. a quantized layer during sequential
- * GPTQ; NULL restores the model's own weights. */
+ * GPTQ; NULL restores the model's own weights. Any model tensor may be
+ * replaced (norms too); token_embd.weight also replaces a tied output.
+ * QK_ENOTFOUND for a name the model does not have. */
 int qk_forward_override_weight(qk_forward *f, const char *name, const float *w);
 
 /* Run n_seq independent sequences of n_ctx tokens each (tokens[s*n_ctx + i]).
  * For every sequence and every position whose index is in
  * [first_logit, n_ctx), the logits (n_vocab floats) are passed to
- * on_logits(ctx, seq, pos, logits); pass first_logit = n_ctx to skip the
- * output projection entirely (calibration). */
+ * on_logits(ctx, seq, pos, logits), in order; pass first_logit = n_ctx to
+ * skip the output projection entirely (calibration; on_logits may then be
+ * NULL). A non-zero return from on_logits or a hook ends the pass with that
+ * value. QK_EINVAL for n_seq * n_ctx > max_tokens, an empty call, token ids
+ * outside the vocabulary or first_logit outside [0, n_ctx]. The logits of
+ * all scored positions are held at once (n_scored * n_vocab floats). */
 typedef int (*qk_logits_fn)(void *ctx, int64_t seq, int64_t pos, const float *logits);
 int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
                    qk_logits_fn on_logits, void *ctx);

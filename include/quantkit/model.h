@@ -35,6 +35,9 @@ typedef struct qk_model_config {
     int64_t sliding_window; /* 0 = none */
     int tied_embeddings;    /* no output.weight; the output reuses token_embd */
     int64_t n_ff_orig;      /* n_ff before --pad-ffn (== n_ff when not padded) */
+    int gptq_bits;          /* > 0: a GPTQ checkpoint (config.json quantization_config, quant_method
+                               "gptq"); its linear layers are stored with this many bits */
+    int64_t gptq_group_size; /* its group_size (-1: one group per row); informational */
 } qk_model_config;
 
 enum { QK_SRC_GGUF = 1, QK_SRC_SAFETENSORS = 2, QK_SRC_LLAMA2C = 3 };
@@ -51,6 +54,12 @@ typedef struct qk_model_tensor {
     int64_t src_rows;             /* stored rows (< rows when rows are padded) */
     int64_t perm_heads;           /* > 0: HF rotate-half rows, permute with this many heads */
     const qk_mmap *map;           /* mapping that holds data (for page release) */
+    /* Non-NULL: a GPTQ-layout linear layer (quantkit/gptq.h). Then type is
+     * QK_TYPE_I32 (no ggml type describes it), data and map are NULL,
+     * nbytes is the bytes of qweight + qzeros + scales + g_idx, and rows
+     * are read only through qk_model_row_f32() (qk_model_row_raw() gives
+     * NULL). Canonical row r is stored output feature perm(r) as usual. */
+    const struct qk_gptq_tensor *gptq;
 } qk_model_tensor;
 
 typedef struct qk_model_opts {
@@ -82,13 +91,16 @@ const qk_model_tensor *qk_model_find(const qk_model *m, const char *name);
 int64_t qk_model_tensor_rows(const qk_model_tensor *t); /* product of ne[1..] */
 int64_t qk_model_tensor_nelem(const qk_model_tensor *t);
 
+/* 1 when qk_model_row_f32() can decode t (float and ggml block types
+ * quantkit decodes, GPTQ layers), else 0. */
+int qk_model_tensor_decodable(const qk_model_tensor *t);
 /* Row r (canonical order) as float, ne[0] values (padding gives zeros).
  * Errors only for types quantkit cannot decode. */
 int qk_model_row_f32(const qk_model *m, const qk_model_tensor *t, int64_t r, float *dst);
 /* Rows [r0, r0+n) as float into dst[n * ne[0]]. */
 int qk_model_rows_f32(const qk_model *m, const qk_model_tensor *t, int64_t r0, int64_t n, float *dst);
 /* Pointer to the stored bytes of canonical row r when the row can be used as
- * is (no column padding); NULL for padding rows. */
+ * is (no column padding); NULL for padding rows and GPTQ tensors. */
 const uint8_t *qk_model_row_raw(const qk_model_tensor *t, int64_t r);
 /* Release the tensor's mapped pages after use (bounded memory). */
 void qk_model_release(const qk_model_tensor *t);
@@ -99,7 +111,9 @@ int64_t qk_rope_perm_row(int64_t r, int64_t n_rows, int64_t n_heads);
 /* Inverse: HF row h comes from canonical row qk_rope_unperm_row(h, ...). */
 int64_t qk_rope_unperm_row(int64_t h, int64_t n_rows, int64_t n_heads);
 
-/* Read a Hugging Face config.json into cfg (llama/mistral families). */
+/* Read a Hugging Face config.json into cfg (llama/mistral families). A
+ * "quantization_config" must be GPTQ v1 (quant_method "gptq", checkpoint_format
+ * "gptq" or absent) with bits 4 or 8; it sets gptq_bits/gptq_group_size. */
 int qk_model_read_hf_config(qk_model_config *cfg, const char *config_json_path);
 
 /* Write the llama.cpp metadata keys for cfg (general.architecture,

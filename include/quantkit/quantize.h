@@ -7,6 +7,7 @@
 
 #include "quantkit/common.h"
 #include "quantkit/ggml_types.h"
+#include "quantkit/gptq.h"
 #include "quantkit/model.h"
 
 #ifdef __cplusplus
@@ -80,6 +81,97 @@ int qk_quantize_rows(int type, const float *src, void *dst, int64_t n_rows, int6
 
 /* Index of the first non-finite value in x[0..n), or -1. */
 int64_t qk_find_nonfinite(const float *x, int64_t n);
+
+/* ------------------------------------------------- GPTQ-layout export
+ * quantize/gptq_export.c writes a Hugging Face directory whose 7 linear
+ * layers per block (attn_q/k/v/output, ffn_gate/up/down) are GPTQ layers
+ * (layout in quantkit/gptq.h) and whose other tensors (embeddings, norms,
+ * lm_head) are F16, as AutoGPTQ writes them: model.safetensors, config.json
+ * with "quantization_config", quantize_config.json, tokenizer.json.
+ *
+ * The codes come from a producer: for each quantized layer the exporter
+ * hands it a qk_gptq_layer, and the producer stores the codes it chose for
+ * every canonical row with qk_gptq_layer_put_row(). RTN
+ * (qk_gptq_rtn_produce) is the built-in producer; an error-compensating one
+ * plugs in the same way. */
+
+typedef struct qk_gptq_layer {
+    const qk_model_tensor *t; /* the canonical tensor, ne = {n_in, n_out} */
+    int bits, sym;
+    int64_t group_size, n_in, n_out, n_groups;
+    /* private to the exporter */
+    qk_gptq_packed packed;    /* stored (Hugging Face) row order */
+    int64_t perm_heads;       /* canonical row r is stored at qk_rope_perm_row(r, ...) */
+    uint8_t *row_done;        /* [n_out] */
+} qk_gptq_layer;
+
+/* Store the codes chosen for canonical row r in [0, n_out): q[n_in] in
+ * [0, 2^bits - 1], fp16 scales scale[n_groups] and zero points
+ * zero[n_groups] in [1, 2^bits] per group of group_size inputs; the row
+ * decodes as w[i] = (q[i] - zero[i/group_size]) * scale[i/group_size].
+ * Safe to call concurrently for distinct rows; each row exactly once. */
+int qk_gptq_layer_put_row(qk_gptq_layer *L, int64_t r, const uint8_t *q, const uint16_t *scale,
+                          const uint16_t *zero);
+
+/* A producer: choose and put the codes of every row of L. */
+typedef int (*qk_gptq_producer_fn)(void *ctx, const qk_model *m, qk_gptq_layer *L, qk_pool *pool);
+
+/* The round-to-nearest reference encoder of one row of n_in weights, per
+ * group of group_size inputs (maxq = 2^bits - 1; ranges include 0 as
+ * AutoGPTQ's quantizer does):
+ *   asymmetric: scale = (max - min) / maxq, zero = round(-min / scale);
+ *               zero 0 cannot be stored in the v1 layout, so such a group
+ *               uses zero 1 and scale = max / (maxq - 1);
+ *   symmetric:  scale = 2 * max(|min|, |max|) / maxq, zero = 2^(bits-1);
+ *   an all-zero group uses min = -1, max = 1;
+ *   q = clamp(round_half_even(w / s16) + zero, 0, maxq), s16 the scale
+ *   rounded to fp16 (what is stored), so the codes fit the stored scale;
+ *   a scale that underflows fp16 to 0 gives q = zero (decodes to 0).
+ * w must be finite. QK_ELIMIT when a scale overflows fp16. */
+int qk_gptq_rtn_row(const float *w, int64_t n_in, int bits, int64_t group_size, int sym, uint8_t *q,
+                    uint16_t *scale, uint16_t *zero);
+
+typedef struct qk_gptq_rtn_ctx {
+    const char *source;    /* input path, for messages */
+    int allow_nonfinite;   /* replace NaN/Inf weights by 0 instead of refusing them */
+    uint64_t n_fixed;      /* out: weights replaced */
+} qk_gptq_rtn_ctx;
+/* RTN producer (ctx: qk_gptq_rtn_ctx): decodes rows in chunks and encodes
+ * them row-parallel with qk_gptq_rtn_row; bytes identical for any thread
+ * count. */
+int qk_gptq_rtn_produce(void *ctx, const qk_model *m, qk_gptq_layer *L, qk_pool *pool);
+
+typedef struct qk_gptq_export_params {
+    int bits;                   /* 4 or 8 */
+    int64_t group_size;         /* inputs per group (qk-quantize: 32, 64, 128) */
+    int sym;                    /* symmetric (zero 2^(bits-1)) or asymmetric */
+    int force;                  /* replace an existing non-empty output directory */
+    int allow_nonfinite;        /* F16 tensors and RTN: NaN/Inf weights become 0 */
+    const char *source;         /* input path, for messages */
+    qk_gptq_producer_fn produce; /* NULL: RTN (qk_gptq_rtn_produce) */
+    void *produce_ctx;
+} qk_gptq_export_params;
+
+typedef struct qk_gptq_export_stats {
+    uint64_t file_bytes;     /* model.safetensors */
+    uint64_t tensor_bytes;   /* stored tensor data */
+    uint64_t total_elems;    /* weights of the model */
+    uint64_t quant_elems, quant_bytes; /* over the GPTQ layers */
+    int64_t n_quantized;     /* GPTQ layers */
+    uint64_t n_fixed;        /* non-finite weights replaced (allow_nonfinite) */
+    uint64_t *tensor_bytes_each; /* optional, caller's [qk_model_n_tensors(m)]: stored bytes per tensor */
+} qk_gptq_export_stats;
+
+/* 1 when the export stores t as a GPTQ layer (the 7 linear layers per block). */
+int qk_gptq_export_quantizes(const qk_model_tensor *t);
+
+/* Write the GPTQ-layout directory `dir` atomically (built in a temporary
+ * sibling and renamed into place; nothing is left behind on error). Every
+ * layer's shape is checked before anything is written: its inputs must be
+ * a multiple of group_size (a padded FFN, --pad-ffn, helps ffn_down) and of
+ * 32/bits, its outputs a multiple of 32/bits. stats may be NULL. */
+int qk_gptq_export(const qk_model *m, const char *dir, const qk_gptq_export_params *p, qk_pool *pool,
+                   qk_gptq_export_stats *stats);
 
 #ifdef __cplusplus
 }
