@@ -261,9 +261,12 @@ static int check_config(qk_model *m)
         return qk_error(QK_ELIMIT, "%s: model dimensions beyond quantkit's limits", m->path);
     if (c->head_dim <= 0)
         c->head_dim = c->n_embd / c->n_head;
-    if (c->head_dim <= 0 || c->head_dim % 2)
-        return qk_error(QK_EFORMAT, "%s: head dimension %lld must be positive and even", m->path,
+    if (c->head_dim <= 0 || c->head_dim % 2 || c->head_dim > 65536)
+        return qk_error(QK_EFORMAT, "%s: head dimension %lld must be positive, even and at most 65536", m->path,
                         (long long)c->head_dim);
+    if (c->n_head * c->head_dim > (1 << 22) || c->n_head_kv > c->n_head)
+        return qk_error(QK_ELIMIT, "%s: %lld heads of dimension %lld (%lld KV heads) are beyond quantkit's limits",
+                        m->path, (long long)c->n_head, (long long)c->head_dim, (long long)c->n_head_kv);
     if (c->n_head % c->n_head_kv)
         return qk_error(QK_EFORMAT, "%s: %lld attention heads are not a multiple of %lld KV heads", m->path,
                         (long long)c->n_head, (long long)c->n_head_kv);
@@ -369,6 +372,17 @@ static int open_gguf(qk_model *m, const qk_model_opts *o)
     if ((rc = gguf_u(g, K("attention.sliding_window"), &sw, 0, m->path)))
         return rc;
     c->sliding_window = sw;
+    /* RoPE variants the reference forward pass does not implement are refused
+     * rather than silently computed wrong. */
+    const char *stype = NULL;
+    if (qk_gguf_get_str(g, K("rope.scaling.type"), &stype) == 0 && strcmp(stype, "none"))
+        return qk_error(QK_EUNSUPPORTED, "%s: rope scaling '%s' is not supported yet", m->path, stype);
+    if (qk_gguf_find_tensor(g, "rope_freqs.weight"))
+        return qk_error(QK_EUNSUPPORTED, "%s: per-frequency rope factors (rope_freqs.weight) are not supported yet",
+                        m->path);
+    int64_t rdim = 0;
+    if ((rc = gguf_u(g, K("rope.dimension_count"), &rdim, 0, m->path)))
+        return rc;
 #undef K
     const qk_gguf_tensor *emb = qk_gguf_find_tensor(g, "token_embd.weight");
     if (!emb)
@@ -377,6 +391,9 @@ static int open_gguf(qk_model *m, const qk_model_opts *o)
         c->n_vocab = emb->ne[1];
     if ((rc = check_config(m)))
         return rc;
+    if (rdim && rdim != c->head_dim)
+        return qk_error(QK_EUNSUPPORTED, "%s: partial rotary embeddings (rope.dimension_count %lld, head dimension "
+                        "%lld) are not supported", m->path, (long long)rdim, (long long)c->head_dim);
 
     canon_tensor *cl = NULL;
     int64_t ncl = 0;

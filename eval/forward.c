@@ -14,8 +14,11 @@
  *     x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T                 gate, up [T][n_ff]
  *   logits = (rmsnorm(x[scored rows]) * output_norm) Wout^T [n_scored][n_vocab]
  *
- * Every linear layer is one cblas_sgemm over all T rows with the weight as
- * a dequantized float matrix W [n_out][n_in] (row-major, ne = {n_in, n_out}).
+ * Every linear layer is a cblas_sgemm over all T rows with the weight as a
+ * dequantized float matrix W [n_out][n_in] (row-major, ne = {n_in, n_out}),
+ * its output columns split over the thread pool when big (see gemm).
+ * Attention runs per (sequence, head, block of 64 queries) on the pool,
+ * two small sgemm calls each. Norms, RoPE and SwiGLU are per row.
  * The matrix comes from, in order: an override, the mapped file itself
  * (F32 tensors stored as is), the whole-model cache (small models), or the
  * reusable buffer `wbuf` filled by decoding the tensor just before its
@@ -39,6 +42,10 @@ void openblas_set_num_threads(int);
 #define DEFAULT_CACHE_BYTES ((int64_t)256 << 20)
 /* Tensors with fewer elements than this are decoded by the calling thread. */
 #define PAR_DECODE_MIN ((int64_t)1 << 16)
+/* Least multiply-adds per slice of a matmul split over threads (see gemm). */
+#define GEMM_SLICE_MIN 2097152.0
+/* Steps with less work than this (float operations) run on the calling thread. */
+#define PAR_STEP_MIN 65536.0
 /* Queries per attention work item: a block's scores are ATTN_BLOCK x n_ctx floats. */
 #define ATTN_BLOCK 64
 /* Largest number of tokens per call (keeps every size product far from overflow). */
@@ -133,8 +140,9 @@ static int decode_rows(qk_forward *f, const qk_model_tensor *t, int64_t r0, int6
     return 0;
 }
 
-/* The whole matrix of weight wi as floats when it is resident (override or
- * cache, filling the cache on first use), else NULL: decode it in slices. */
+/* The whole matrix of weight wi as floats when it is resident (override,
+ * mapped F32, or the cache, filled on first use), else NULL: the caller
+ * decodes it in slices into wbuf. */
 static int weight_resident(qk_forward *f, int64_t wi, const float **out)
 {
     fw_weight *w = &f->w[wi];
@@ -160,6 +168,51 @@ static int weight_resident(qk_forward *f, int64_t wi, const float **out)
 
 /* --------------------------------------------------------------- linear */
 
+/* y[:, cols] = x W[cols]^T over slices of output columns, one sgemm per
+ * pool item, OpenBLAS single-threaded. Letting OpenBLAS thread instead left
+ * its workers spinning in sched_yield beside the pool's attention and
+ * decoding (half the CPU time on a busy 2-core machine). Slices are made
+ * only when each has at least GEMM_SLICE_MIN multiply-adds: OpenBLAS then
+ * uses its regular kernel, whose per-element sum order does not depend on
+ * the number of columns, so the result is bit-identical to one sgemm and
+ * does not depend on the thread count. (Below ~1e6 it may pick a
+ * small-matrix kernel with another order.) */
+typedef struct gemm_job {
+    const float *x; /* [n_tok][n_in] */
+    const float *w; /* [n_cols][n_in] */
+    float *y;       /* [n_tok][ldy], columns [0, n_cols) */
+    int64_t n_tok, n_in, n_cols, ldy, per, n_items;
+} gemm_job;
+
+static void gemm_item(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    const gemm_job *g = ctx;
+    int64_t c0 = i * g->per;
+    int64_t nc = i + 1 == g->n_items ? g->n_cols - c0 : g->per; /* the last item takes the remainder */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->n_tok, (int)nc, (int)g->n_in, 1.0f, g->x,
+                (int)g->n_in, g->w + c0 * g->n_in, (int)g->n_in, 0.0f, g->y + c0, (int)g->ldy);
+}
+
+static void gemm(qk_forward *f, const float *x, const float *w, float *y, int64_t n_tok, int64_t n_in,
+                 int64_t n_cols, int64_t ldy)
+{
+    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1};
+    const int64_t n_threads = qk_pool_size(f->pool);
+    double work = (double)n_tok * (double)n_in * (double)n_cols;
+    int64_t items = (int64_t)fmin(work / GEMM_SLICE_MIN, 2.0 * (double)n_threads); /* two per thread */
+    if (n_threads > 1 && items > 1 && n_tok > 1) {
+        g.per = (n_cols + items - 1) / items;
+        g.per = (g.per + 15) / 16 * 16; /* whole kernel tiles */
+        g.n_items = n_cols / g.per;     /* rounded down: the last slice is at least `per` wide */
+        if (g.n_items < 1) {
+            g.n_items = 1;
+            g.per = n_cols;
+        }
+    }
+    qk_pool_run(g.n_items > 1 ? f->pool : NULL, g.n_items, 1, gemm_item, &g);
+}
+
 /* y [T][n_out] = x [T][n_in] W^T, W = weight wi [n_out][n_in]; hooks before
  * and after. */
 static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x, int64_t n_tok, float *y)
@@ -175,16 +228,14 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     if ((rc = weight_resident(f, wi, &W)))
         return rc;
     if (W) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)n_out, (int)n_in, 1.0f, x,
-                    (int)n_in, W, (int)n_in, 0.0f, y, (int)n_out);
+        gemm(f, x, W, y, n_tok, n_in, n_out, n_out);
     } else {
         int64_t slice = f->wbuf_elems / n_in; /* rows per slice; >= 1 by construction of wbuf */
         for (int64_t r0 = 0; r0 < n_out; r0 += slice) {
             int64_t nr = n_out - r0 < slice ? n_out - r0 : slice;
             if ((rc = decode_rows(f, w->t, r0, nr, f->wbuf)))
                 return rc;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)nr, (int)n_in, 1.0f, x,
-                        (int)n_in, f->wbuf, (int)n_in, 0.0f, y + r0, (int)n_out);
+            gemm(f, x, f->wbuf, y + r0, n_tok, n_in, nr, n_out);
         }
     }
     ev.y = y;
@@ -194,6 +245,14 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
 }
 
 /* ------------------------------------------------------ per-token steps */
+
+/* The pool for a step of about `work` float operations, or NULL (run on the
+ * calling thread) when waking the workers would cost more than it saves. */
+static qk_pool *pool_for(const qk_forward *f, double work)
+{
+    return work >= PAR_STEP_MIN ? f->pool : NULL;
+}
+
 
 typedef struct row_job {
     qk_forward *f;
@@ -317,10 +376,17 @@ static int layer_weight(qk_forward *f, int64_t l, const char *suffix, int64_t ne
     return 0;
 }
 
-static float *alloc_floats(int64_t n, int *rc)
+/* a * b floats (overflow-checked); on failure sets *rc. Does nothing once *rc is set. */
+static float *alloc_floats(int64_t a, int64_t b, int *rc)
 {
+    int64_t n;
     if (*rc)
         return NULL;
+    if (qk_mul_i64(a, b, &n) || n > INT64_MAX / (int64_t)sizeof(float)) {
+        *rc = qk_error(QK_ELIMIT, "forward pass buffer of %lld x %lld floats is too large", (long long)a,
+                       (long long)b);
+        return NULL;
+    }
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     if (!p)
         *rc = qk_error(QK_ENOMEM, "out of memory allocating %lld floats for the forward pass", (long long)n);
@@ -378,7 +444,13 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
             total_bytes += w->ne0 * w->rows * (int64_t)sizeof(float);
     }
     const int64_t D = c->n_embd, hd = c->head_dim, F = c->n_ff, V = c->n_vocab;
-    const int64_t QD = c->n_head * hd, KVD = c->n_head_kv * hd;
+    int64_t QD = 0, KVD = 0;
+    /* BLAS takes dimensions as int */
+    if (qk_mul_i64(c->n_head, hd, &QD) || qk_mul_i64(c->n_head_kv, hd, &KVD) || D > INT32_MAX / 2 ||
+        QD > INT32_MAX / 2 || F > INT32_MAX / 2 || V > INT32_MAX / 2) {
+        rc = qk_error(QK_ELIMIT, "%s: model dimensions are beyond the forward pass's limits", qk_model_path(m));
+        goto done;
+    }
     if ((rc = find_weight(f, "token_embd.weight", &f->tok_embd)) ||
         (rc = find_weight(f, "output_norm.weight", &f->out_norm)))
         goto done;
@@ -420,7 +492,7 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
         fw_weight *w = &f->w[i];
         if (w->t->n_dims != 1 || w->direct)
             continue;
-        w->cache = alloc_floats(w->ne0 * w->rows, &rc);
+        w->cache = alloc_floats(w->ne0, w->rows, &rc);
         if (!rc)
             rc = decode_rows(f, w->t, 0, w->rows, w->cache);
     }
@@ -431,22 +503,22 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
     if (!f->cache_all) {
         /* the largest layer matrix, and at least one row of the output */
         f->wbuf_elems = layer_max > D ? layer_max : D;
-        f->wbuf = alloc_floats(f->wbuf_elems, &rc);
+        f->wbuf = alloc_floats(f->wbuf_elems, 1, &rc);
     }
 
     /* activations */
     const int64_t T = f->max_tokens;
-    f->x = alloc_floats(T * D, &rc);
-    f->xn = alloc_floats(T * D, &rc);
-    f->tmp = alloc_floats(T * D, &rc);
-    f->q = alloc_floats(T * QD, &rc);
-    f->att = alloc_floats(T * QD, &rc);
-    f->k = alloc_floats(T * KVD, &rc);
-    f->v = alloc_floats(T * KVD, &rc);
-    f->gate = alloc_floats(T * F, &rc);
-    f->up = alloc_floats(T * F, &rc);
+    f->x = alloc_floats(T, D, &rc);
+    f->xn = alloc_floats(T, D, &rc);
+    f->tmp = alloc_floats(T, D, &rc);
+    f->q = alloc_floats(T, QD, &rc);
+    f->att = alloc_floats(T, QD, &rc);
+    f->k = alloc_floats(T, KVD, &rc);
+    f->v = alloc_floats(T, KVD, &rc);
+    f->gate = alloc_floats(T, F, &rc);
+    f->up = alloc_floats(T, F, &rc);
     f->scratch_per_thread = ATTN_BLOCK * T;
-    f->scratch = alloc_floats(f->scratch_per_thread * qk_pool_size(f->pool), &rc);
+    f->scratch = alloc_floats(f->scratch_per_thread, qk_pool_size(f->pool), &rc);
     if (!rc && !(f->scored = malloc((size_t)T * sizeof *f->scored)))
         rc = qk_error(QK_ENOMEM, "out of memory");
 done:
@@ -547,7 +619,7 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
         f->rope = r;
         f->rope_n = n_ctx;
     }
-    openblas_set_num_threads(f->n_threads);
+    openblas_set_num_threads(1); /* the pool splits every sgemm (see gemm) */
 
     int rc = 0;
     row_job j = {.f = f, .tokens = tokens, .n_ctx = n_ctx};
@@ -556,12 +628,13 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
     const float *resident;
     if ((rc = weight_resident(f, f->tok_embd, &resident))) /* fills the cache in cache mode */
         return rc;
-    qk_pool_run(f->pool, T, 0, embed_item, &j);
+    qk_pool_run(pool_for(f, (double)(T * c->n_embd)), T, 0, embed_item, &j);
     if ((rc = atomic_load(&j.err)))
         return qk_error(rc, "tensor '%s': cannot decode type %s", emb->t->name, qk_type_name(emb->t->type));
 
+    const double row_work = (double)T * (double)(c->n_embd > c->n_ff ? c->n_embd : c->n_ff);
     j.norm_w = norm_weight(f, f->layers[0].attn_norm);
-    qk_pool_run(f->pool, T, 0, norm_item, &j);
+    qk_pool_run(pool_for(f, row_work), T, 0, norm_item, &j);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fw_layer *L = &f->layers[l];
         const int li = (int)l;
@@ -570,24 +643,23 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
             (rc = linear(f, li, QK_LIN_K, L->wk, f->xn, T, f->k)) ||
             (rc = linear(f, li, QK_LIN_V, L->wv, f->xn, T, f->v)))
             return rc;
-        qk_pool_run(f->pool, T, 0, rope_item, &j);
-        /* blocks in parallel, each with single-threaded sgemm calls */
-        openblas_set_num_threads(1);
-        qk_pool_run(f->pool, n_seq * c->n_head * ((n_ctx + ATTN_BLOCK - 1) / ATTN_BLOCK), 1, attn_item, &j);
-        openblas_set_num_threads(f->n_threads);
+        qk_pool_run(pool_for(f, row_work), T, 0, rope_item, &j);
+        /* (sequence, head, query block) items in parallel */
+        const int64_t n_items = n_seq * c->n_head * ((n_ctx + ATTN_BLOCK - 1) / ATTN_BLOCK);
+        qk_pool_run(pool_for(f, (double)T * (double)n_ctx * (double)(c->n_head * hd)), n_items, 1, attn_item, &j);
         if ((rc = linear(f, li, QK_LIN_O, L->wo, f->att, T, f->tmp)))
             return rc;
         j.norm_w = norm_weight(f, L->ffn_norm);
-        qk_pool_run(f->pool, T, 0, residual_norm_item, &j);
+        qk_pool_run(pool_for(f, row_work), T, 0, residual_norm_item, &j);
         /* feed-forward block */
         if ((rc = linear(f, li, QK_LIN_GATE, L->wg, f->xn, T, f->gate)) ||
             (rc = linear(f, li, QK_LIN_UP, L->wu, f->xn, T, f->up)))
             return rc;
-        qk_pool_run(f->pool, T, 0, swiglu_item, &j);
+        qk_pool_run(pool_for(f, row_work), T, 0, swiglu_item, &j);
         if ((rc = linear(f, li, QK_LIN_DOWN, L->wd, f->gate, T, f->tmp)))
             return rc;
         j.norm_w = l + 1 < c->n_layer ? norm_weight(f, f->layers[l + 1].attn_norm) : NULL;
-        qk_pool_run(f->pool, T, 0, residual_norm_item, &j);
+        qk_pool_run(pool_for(f, row_work), T, 0, residual_norm_item, &j);
     }
     if (first_logit == n_ctx)
         return 0;
@@ -606,7 +678,7 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
     }
     j.rows = f->scored;
     j.norm_w = norm_weight(f, f->out_norm);
-    qk_pool_run(f->pool, n_sc, 0, norm_item, &j);
+    qk_pool_run(pool_for(f, (double)(n_sc * c->n_embd)), n_sc, 0, norm_item, &j);
     if ((rc = linear(f, -1, QK_LIN_OUTPUT, f->output, f->xn, n_sc, f->logits)))
         return rc;
     for (int64_t i = 0; i < n_sc; i++) {

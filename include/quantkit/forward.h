@@ -17,8 +17,11 @@
  * not depend on what it is batched with, up to OpenBLAS's choice of kernel
  * by matrix size (bit-identical except for tiny matrices, ~1e-5 there).
  *
- * One qk_forward is used by one thread at a time. qk_forward_run sets
- * OpenBLAS's (process-wide) thread count to opts.n_threads.
+ * opts.n_threads threads share the work (the sgemm calls are split by
+ * output columns, so results do not depend on the thread count). One
+ * qk_forward is used by one thread at a time. qk_forward_run sets
+ * OpenBLAS's process-wide thread count to 1; code that wants OpenBLAS's own
+ * threading sets it back.
  */
 #ifndef QUANTKIT_FORWARD_H
 #define QUANTKIT_FORWARD_H
