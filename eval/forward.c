@@ -430,14 +430,13 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
         w->t = qk_model_tensor_at(m, i);
         w->ne0 = w->t->ne[0];
         w->rows = qk_model_tensor_rows(w->t);
-        const qk_type_traits *tr = qk_type_get(w->t->type);
-        if (!tr || !tr->to_float) {
+        if (!qk_model_tensor_decodable(w->t)) {
             rc = qk_error(QK_EUNSUPPORTED, "%s: tensor '%s' is %s, which quantkit cannot decode yet",
                           qk_model_path(m), w->t->name, qk_type_name(w->t->type));
             goto done;
         }
         const qk_model_tensor *t = w->t;
-        if (t->type == QK_TYPE_F32 && t->src_ne0 == w->ne0 && t->src_rows == w->rows && t->perm_heads <= 0 &&
+        if (t->type == QK_TYPE_F32 && !t->gptq && t->src_ne0 == w->ne0 && t->src_rows == w->rows && t->perm_heads <= 0 &&
             (uintptr_t)t->data % sizeof(float) == 0)
             w->direct = (const float *)(const void *)t->data;
         else

@@ -287,6 +287,24 @@ START_TEST(test_eval_metrics_units)
 }
 END_TEST
 
+START_TEST(test_eval_reads_gptq_export)
+{
+    QK_REQUIRE_DATA(text, EVAL_TEXT);
+    QK_REQUIRE_DATA(b, G "stories260K-pad192-f32.gguf");
+    const char *dir = qk_test_tmp("gptq8");
+    char *err = NULL, *out = NULL;
+    ck_assert_int_eq(qk_test_run(NULL, &err, "%s %s -o %s --format gptq --bits 8 --group-size 32 -q",
+                                 qk_test_tool("qk-quantize"), b, dir), 0);
+    free(err);
+    int rc = qk_test_run(&out, &err, "%s --base %s --quant %s --text %s --ctx 256 --chunks 8 --max-kld 0.002",
+                         qk_test_tool("qk-eval"), b, dir, text);
+    ck_assert_msg(rc == 0, "%s%s", out, err); /* 8-bit GPTQ layout is nearly lossless */
+    ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    free(out);
+    free(err);
+}
+END_TEST
+
 Suite *qk_test_suite_eval(void)
 {
     Suite *s = suite_create("eval");
@@ -298,6 +316,7 @@ Suite *qk_test_suite_eval(void)
     tcase_add_test(tc, test_eval_gate_and_json);
     tcase_add_test(tc, test_eval_saved_base_round_trip);
     tcase_add_test(tc, test_eval_bad_input);
+    tcase_add_test(tc, test_eval_reads_gptq_export);
     suite_add_tcase(s, tc);
     return s;
 }
