@@ -96,6 +96,9 @@ struct qk_forward {
     float *up;    /* [T][n_ff] */
     float *scratch; /* [n_threads][ATTN_BLOCK * T] attention scores of one block */
     int64_t scratch_per_thread;
+    int emulate;  /* opts.emulate_llamacpp */
+    float *xr;    /* [T][max linear input] rounded copy of a linear layer's input (emulation) */
+    int64_t xr_cols;
     float *logits; /* [n_scored][n_vocab], grown per call */
     int64_t logits_cap;
     int64_t *scored; /* [T] row index of each scored token */
@@ -224,6 +227,24 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     int rc;
     if (f->hook && (rc = f->hook(f->hook_ctx, &ev)))
         return rc;
+    if (f->emulate) {
+        /* llama.cpp rounds the activations to the weight's dot-product type */
+        int t = w->t->gptq ? QK_TYPE_F32 : w->t->type;
+        const qk_type_traits *tr = qk_type_get(t);
+        void (*round)(float *, int64_t) = NULL;
+        if (t == QK_TYPE_F16)
+            round = qk_forward_round_f16;
+        else if (t == QK_TYPE_BF16)
+            round = qk_forward_round_bf16;
+        else if (tr && tr->is_quantized)
+            round = tr->block_size == 256 ? qk_forward_round_q8_k : qk_forward_round_q8_0;
+        if (round && n_in <= f->xr_cols) {
+            memcpy(f->xr, x, (size_t)n_tok * (size_t)n_in * sizeof(float));
+            for (int64_t t2 = 0; t2 < n_tok; t2++)
+                round(f->xr + t2 * n_in, n_in);
+            x = f->xr;
+        }
+    }
     const float *W;
     if ((rc = weight_resident(f, wi, &W)))
         return rc;
@@ -318,6 +339,11 @@ static void rope_item(void *ctx, int64_t t, int thread)
     const float *cs = f->rope + (t % j->n_ctx) * hd;
     qk_forward_rope_row(f->q + t * f->c.n_head * hd, f->c.n_head, hd, cs);
     qk_forward_rope_row(f->k + t * f->c.n_head_kv * hd, f->c.n_head_kv, hd, cs);
+    if (f->emulate) { /* llama.cpp's F16 KV cache; q meets k in an F16 dot product */
+        qk_forward_round_f16(f->q + t * f->c.n_head * hd, f->c.n_head * hd);
+        qk_forward_round_f16(f->k + t * f->c.n_head_kv * hd, f->c.n_head_kv * hd);
+        qk_forward_round_f16(f->v + t * f->c.n_head_kv * hd, f->c.n_head_kv * hd);
+    }
 }
 
 static void swiglu_item(void *ctx, int64_t t, int thread)
@@ -345,7 +371,7 @@ static void attn_item(void *ctx, int64_t i, int thread)
     const int64_t nb = n_ctx - i0 < ATTN_BLOCK ? n_ctx - i0 : ATTN_BLOCK;
     qk_forward_attn_block(f->att + row0 * qs + h * hd, qs, f->q + row0 * qs + h * hd, qs,
                           f->k + row0 * kvs + kvh * hd, f->v + row0 * kvs + kvh * hd, kvs, i0, nb, hd,
-                          c->sliding_window, 1.0f / sqrtf((float)hd), f->scratch + thread * f->scratch_per_thread);
+                          c->sliding_window, 1.0f / sqrtf((float)hd), f->scratch + thread * f->scratch_per_thread, f->emulate);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -516,6 +542,13 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
     f->v = alloc_floats(T, KVD, &rc);
     f->gate = alloc_floats(T, F, &rc);
     f->up = alloc_floats(T, F, &rc);
+    f->emulate = opts.emulate_llamacpp;
+    if (f->emulate) {
+        f->xr_cols = D > F ? D : F;
+        if (QD > f->xr_cols)
+            f->xr_cols = QD;
+        f->xr = alloc_floats(T, f->xr_cols, &rc);
+    }
     f->scratch_per_thread = ATTN_BLOCK * T;
     f->scratch = alloc_floats(f->scratch_per_thread, qk_pool_size(f->pool), &rc);
     if (!rc && !(f->scored = malloc((size_t)T * sizeof *f->scored)))
@@ -551,6 +584,7 @@ void qk_forward_free(qk_forward *f)
     free(f->gate);
     free(f->up);
     free(f->scratch);
+    free(f->xr);
     free(f->logits);
     free(f->scored);
     qk_pool_free(f->pool);
@@ -613,7 +647,10 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
         float *r = malloc((size_t)n_ctx * (size_t)hd * sizeof(float));
         if (!r)
             return qk_error(QK_ENOMEM, "out of memory");
-        qk_forward_rope_table(r, n_ctx, hd, (double)c->rope_base);
+        if (f->emulate)
+            qk_forward_rope_table_ggml(r, n_ctx, hd, c->rope_base);
+        else
+            qk_forward_rope_table(r, n_ctx, hd, (double)c->rope_base);
         free(f->rope);
         f->rope = r;
         f->rope_n = n_ctx;

@@ -5,6 +5,10 @@
  * rounding of llama.cpp. */
 #include "forward_ops.h"
 
+#include <string.h>
+
+#include "quantkit/common.h"
+
 #include <cblas.h>
 #include <math.h>
 
@@ -30,6 +34,20 @@ void qk_forward_rope_table(float *cs, int64_t n_pos, int64_t head_dim, double ba
         }
 }
 
+void qk_forward_rope_table_ggml(float *cs, int64_t n_pos, int64_t head_dim, float base)
+{
+    int64_t half = head_dim / 2;
+    const float theta_scale = powf(base, -2.0f / (float)head_dim);
+    for (int64_t p = 0; p < n_pos; p++) {
+        float theta = (float)p;
+        for (int64_t i = 0; i < half; i++) {
+            cs[(p * half + i) * 2] = cosf(theta);
+            cs[(p * half + i) * 2 + 1] = sinf(theta);
+            theta *= theta_scale;
+        }
+    }
+}
+
 void qk_forward_rope_row(float *x, int64_t n_heads, int64_t head_dim, const float *cs)
 {
     int64_t half = head_dim / 2;
@@ -52,7 +70,7 @@ void qk_forward_swiglu_row(float *g, const float *u, int64_t n)
 
 void qk_forward_attn_block(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
                            const float *v, int64_t kv_stride, int64_t i0, int64_t nb, int64_t head_dim,
-                           int64_t window, float scale, float *scratch)
+                           int64_t window, float scale, float *scratch, int round_p_f16)
 {
     /* keys [k0, k1) cover every query of the block */
     const int64_t k0 = window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0;
@@ -88,8 +106,56 @@ void qk_forward_attn_block(float *out, int64_t out_stride, const float *q, int64
             pr[j] *= inv;
         for (; j < nk; j++)
             pr[j] = 0.0f;
+        if (round_p_f16)
+            qk_forward_round_f16(pr, nk);
     }
     /* out[i0..] = p v[k0..] */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)head_dim, (int)nk, 1.0f, p, (int)nk,
                 v + k0 * kv_stride, (int)kv_stride, 0.0f, out + i0 * out_stride, (int)out_stride);
+}
+
+void qk_forward_round_q8_0(float *x, int64_t n)
+{
+    for (int64_t b = 0; b + 32 <= n; b += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[b + j]));
+        const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        const float dh = qk_fp16_to_f32(qk_f32_to_fp16(d)); /* the dot product uses the stored fp16 scale */
+        for (int j = 0; j < 32; j++)
+            x[b + j] = dh * nearbyintf(x[b + j] * id); /* the AVX path rounds half to even */
+    }
+}
+
+void qk_forward_round_q8_k(float *x, int64_t n)
+{
+    for (int64_t b = 0; b + 256 <= n; b += 256) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(x[b + j]) > amax) {
+                amax = fabsf(x[b + j]);
+                max = x[b + j];
+            }
+        if (amax == 0) {
+            memset(x + b, 0, 256 * sizeof(float));
+            continue;
+        }
+        const float iscale = -127.0f / max, d = 1.0f / iscale;
+        for (int j = 0; j < 256; j++) {
+            float v = roundf(iscale * x[b + j]);
+            x[b + j] = d * (v > 127 ? 127 : v);
+        }
+    }
+}
+
+void qk_forward_round_f16(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = qk_fp16_to_f32(qk_f32_to_fp16(x[i]));
+}
+
+void qk_forward_round_bf16(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = qk_bf16_to_f32(qk_f32_to_bf16(x[i]));
 }

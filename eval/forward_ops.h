@@ -19,6 +19,10 @@ void qk_forward_rope_row(float *x, int64_t n_heads, int64_t head_dim, const floa
  * computed in double. */
 void qk_forward_rope_table(float *cs, int64_t n_pos, int64_t head_dim, double base);
 
+/* The same table computed as ggml does it (emulation): theta starts at pos
+ * and is multiplied by powf(base, -2/head_dim) in float per pair; cosf/sinf. */
+void qk_forward_rope_table_ggml(float *cs, int64_t n_pos, int64_t head_dim, float base);
+
 /* g[i] = silu(g[i]) * u[i], silu(x) = x / (1 + e^-x). */
 void qk_forward_swiglu_row(float *g, const float *u, int64_t n);
 
@@ -33,6 +37,15 @@ void qk_forward_swiglu_row(float *g, const float *u, int64_t n);
  * scratch holds nb * (i0 + nb) floats. */
 void qk_forward_attn_block(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
                            const float *v, int64_t kv_stride, int64_t i0, int64_t nb, int64_t head_dim,
-                           int64_t window, float scale, float *scratch);
+                           int64_t window, float scale, float *scratch, int round_p_f16);
+
+/* llama.cpp emulation: round n values (in place) as its CPU backend does
+ * before a dot product: to Q8_0 blocks of 32 (d = amax/127 stored as fp16,
+ * q = round(x/d)), to Q8_K blocks of 256 (d = 1/(-127/max) as float), or to
+ * fp16 / bf16. */
+void qk_forward_round_q8_0(float *x, int64_t n);
+void qk_forward_round_q8_k(float *x, int64_t n);
+void qk_forward_round_f16(float *x, int64_t n);
+void qk_forward_round_bf16(float *x, int64_t n);
 
 #endif

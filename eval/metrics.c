@@ -272,7 +272,7 @@ int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_resul
     if (!(c.base_top = malloc((size_t)B * (size_t)n_scored * sizeof(int32_t))) ||
         !(c.tmp = malloc((size_t)V * sizeof(float))))
         goto oom;
-    qk_forward_opts fo = {.n_threads = o->n_threads, .max_tokens = B * n_ctx};
+    qk_forward_opts fo = {.n_threads = o->n_threads, .max_tokens = B * n_ctx, .emulate_llamacpp = o->emulate_llamacpp};
     if (base && (rc = qk_forward_new(&fb, base, &fo)))
         goto done;
     if (quant && (rc = qk_forward_new(&fq, quant, &fo)))

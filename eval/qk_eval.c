@@ -50,6 +50,8 @@ static void usage(void)
            "      --max-kld X            gate: mean KL divergence at most X\n"
            "      --min-same-top P       gate: same top token at least P (e.g. 90%%)\n"
            "      --allow-shape-mismatch compare models whose shapes differ (e.g. padded copies)\n"
+           "      --emulate-llamacpp     round like llama.cpp's CPU backend (Q8 activations for quantized\n"
+           "                             weights, F16 KV cache) to predict its numbers exactly\n"
            "      --no-verify            skip checking quantkit checksums of the inputs\n"
            "  -q, --quiet                only the verdict\n"
            "      --progress             progress on stderr even when it is not a terminal\n"
@@ -476,6 +478,7 @@ static int run(const opts_t *o, int *gate_failed)
         cJSON_AddNumberToObject(pr, "text_tokens", (double)n_ids);
         cJSON_AddStringToObject(pr, "scoring", o->eo.score_all ? "all" : "second-half");
         cJSON_AddBoolToObject(pr, "kld_exact", d->kld_exact);
+        cJSON_AddBoolToObject(pr, "emulate_llamacpp", o->eo.emulate_llamacpp);
         cJSON *pp = cJSON_AddObjectToObject(j, "perplexity");
         if (d->nll_base) {
             cJSON_AddNumberToObject(pp, "base", s.ppl_base);
@@ -560,7 +563,7 @@ int main(int argc, char **argv)
     o.eo.top_k = 64;
     o.max_ppl_increase = o.max_kld = o.min_same_top = -1;
     enum { O_TEXT = 1000, O_CHUNKS, O_SCORE, O_VOCAB, O_JSON, O_SAVE, O_LOAD, O_TOPK, O_MPI, O_MKLD, O_MST,
-           O_SHAPE, O_NOVERIFY, O_BASE, O_QUANT, O_PROG, O_VERSION };
+           O_SHAPE, O_NOVERIFY, O_EMU, O_BASE, O_QUANT, O_PROG, O_VERSION };
     static const struct option lo[] = {
         {"text", required_argument, 0, O_TEXT},      {"ctx", required_argument, 0, 'c'},
         {"chunks", required_argument, 0, O_CHUNKS},  {"batch", required_argument, 0, 'b'},
@@ -570,6 +573,7 @@ int main(int argc, char **argv)
         {"top-k", required_argument, 0, O_TOPK},     {"max-ppl-increase", required_argument, 0, O_MPI},
         {"max-kld", required_argument, 0, O_MKLD},   {"min-same-top", required_argument, 0, O_MST},
         {"allow-shape-mismatch", no_argument, 0, O_SHAPE}, {"no-verify", no_argument, 0, O_NOVERIFY},
+        {"emulate-llamacpp", no_argument, 0, O_EMU},
         {"base", required_argument, 0, O_BASE},      {"quant", required_argument, 0, O_QUANT},
         {"quiet", no_argument, 0, 'q'},              {"verbose", no_argument, 0, 'v'},
         {"progress", no_argument, 0, O_PROG},        {"help", no_argument, 0, 'h'},
@@ -612,6 +616,7 @@ int main(int argc, char **argv)
         }
         case O_SHAPE: o.allow_shape_mismatch = 1; break;
         case O_NOVERIFY: o.no_verify = 1; break;
+        case O_EMU: o.eo.emulate_llamacpp = 1; break;
         case O_BASE: o.base = optarg; break;
         case O_QUANT: o.quant = optarg; break;
         case 'q': o.quiet = 1; break;

@@ -188,6 +188,36 @@ static void check_fox(const char *path, double nll_tol, double pos_tol, double l
     free(g.logits);
 }
 
+/* With llama.cpp emulation (F16 KV cache, ggml's RoPE table) the logits come
+ * within 4e-3 of llama.cpp's own output (plain FP32: 1.9e-2) and the total
+ * NLL within 1e-4 of its 54.402925. What remains is F16 roundings flipped by
+ * float summation order, which only bit-exact kernels would remove. */
+START_TEST(test_forward_fox_emulating_llamacpp)
+{
+    QK_REQUIRE_DATA(nllp, GOLD_NLL);
+    QK_REQUIRE_DATA(lp, GOLD_LOGITS);
+    QK_REQUIRE_DATA(p, "models/stories260K/stories260K.gguf");
+    golden g;
+    golden_load(&g, nllp, lp);
+    qk_model *m = open_model(p);
+    qk_forward *f;
+    qk_forward_opts o = {.n_threads = 2, .max_tokens = NTOK, .emulate_llamacpp = 1};
+    ck_assert_int_eq(qk_forward_new(&f, m, &o), 0);
+    float *l = run_f(f, g.ids, 1, NTOK, 0, NV);
+    double per[NTOK - 1];
+    double tot = total_nll(l, g.ids, per);
+    double err = max_abs_diff(l, g.logits, (int64_t)NTOK * NV);
+    fprintf(stderr, "forward emulating llama.cpp: total NLL %.6f (llama.cpp 54.402925), max |logit err| %.3g\n", tot,
+            err);
+    ck_assert_msg(err <= 4e-3, "logits differ from llama.cpp's by %g", err);
+    ck_assert_msg(fabs(tot - 54.402925) <= 1e-4, "total NLL %.6f", tot);
+    free(l);
+    free(g.logits);
+    qk_forward_free(f);
+    qk_model_close(m);
+}
+END_TEST
+
 /* ------------------------------------------------- double-precision model */
 
 /* Tensor `name` of m as doubles [rows][ne0] (heap). */
@@ -909,7 +939,7 @@ START_TEST(test_forward_attn_block_matches_naive)
             /* head 1 of q, KV head 1 */
             for (int64_t i0 = 0; i0 < N; i0 += B)
                 qk_forward_attn_block(out + HD, QS, q + HD, QS, k + HD, v + HD, KVS, i0, i0 + B <= N ? B : N - i0,
-                                      HD, win, 0.4f, scratch);
+                                      HD, win, 0.4f, scratch, 0);
             for (int i = 0; i < N; i++) {
                 int lo = win > 0 && i - win + 1 > 0 ? i - (int)win + 1 : 0;
                 double s[N], mx = -INFINITY, sum = 0;
@@ -990,6 +1020,7 @@ Suite *qk_test_suite_forward(void)
     tcase_add_test(tc, test_forward_attn_block_matches_naive);
     tcase_add_test(tc, test_forward_rope_and_norm_rows);
     tcase_add_test(tc, test_forward_matches_double_reference);
+    tcase_add_test(tc, test_forward_fox_emulating_llamacpp);
     tcase_add_test(tc, test_forward_fox_llama2c);
     tcase_add_test(tc, test_forward_fox_gguf);
     tcase_add_test(tc, test_forward_fox_hf_f32);

@@ -39,6 +39,10 @@ typedef struct qk_forward_opts {
     int64_t cache_bytes; /* when the whole model dequantized to floats fits in this many bytes, it is
                           * kept across calls (fast for small models on many chunks); 0: 256 MiB;
                           * < 0: never cache, dequantize each layer on every call */
+    int emulate_llamacpp; /* round like llama.cpp's CPU backend: activations entering a matmul with a
+                           * quantized weight to its dot-product type (Q8_0 for 32-blocks, Q8_K for
+                           * 256-blocks), with F16/BF16 weights to F16/BF16, and q, k, v and the
+                           * attention probabilities to F16 (its default F16 KV cache) */
 } qk_forward_opts;
 
 /* Which linear layer a hook sees. */

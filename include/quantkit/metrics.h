@@ -70,6 +70,7 @@ typedef struct qk_eval_opts {
     int score_all;
     int n_threads;
     int64_t top_k;       /* kept per position for --save-base (default 64) */
+    int emulate_llamacpp; /* forward passes round like llama.cpp's CPU backend (see forward.h) */
 } qk_eval_opts;
 
 typedef struct qk_eval_data {
