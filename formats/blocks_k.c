@@ -41,7 +41,7 @@ static inline void wr_half(uint8_t *p, float f) { qk_wr_u16(p, qk_f32_to_fp16(f)
  * (is = -9..9). Weights: qw, else by rmse_type (1: x^2, 2: 1, 3: |x|,
  * 4: sqrt|x|); rmse_type 0 is plain rounding with scale max/-nmax. Writes
  * L[i] = l + nmax, returns the scale. */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw)
+float qk_blocks_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw)
 {
     float max = 0;
     float amax = 0;
@@ -261,8 +261,8 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
     return scale;
 }
 
-static float make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-                              uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
+float qk_blocks_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                                 uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
 {
     float min = x[0];
     float max = x[0];
@@ -555,7 +555,8 @@ static void q2_k_block_imp(const float *x, qk_block_q2_k *y, const float *quant_
             weight[l] = qw[l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
         for (int l = 0; l < QK_K / 16; ++l)
             sw[j] += weight[l];
-        scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+        scales[j] = qk_blocks_make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f,
+                                               36, false);
     }
 
     float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
@@ -741,9 +742,9 @@ static void q3_k_block_imp(const float *x, qk_block_q3_k *y, const float *quant_
         for (int l = 0; l < 16; ++l)
             sumw += weight[l];
         sw[j] = sumw;
-        scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
+        scales[j] = qk_blocks_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
     }
-    float d_block = make_qx_quants(QK_K / 16, 32, scales, Ls, 1, sw);
+    float d_block = qk_blocks_make_qx_quants(QK_K / 16, 32, scales, Ls, 1, sw);
     for (int j = 0; j < QK_K / 16; ++j)
         ls[j] = Ls[j];
     q3_k_pack_scales(y->scales, ls);
@@ -916,8 +917,8 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
             for (int l = 0; l < 32; ++l)
                 sumw += weights[l];
             sw[j] = sumw;
-            scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                         false);
+            scales[j] = qk_blocks_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f,
+                                                   0.05f, 36, false);
         }
         float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
         float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
@@ -1045,7 +1046,7 @@ static void q6_k_block(const float *x, qk_block_q6_k *y, const float *quant_weig
     float max_abs_scale = 0;
     for (int ib = 0; ib < QK_K / 16; ++ib) {
         const float *qw = quant_weights ? quant_weights + 16 * ib : NULL;
-        const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw);
+        const float scale = qk_blocks_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw);
         scales[ib] = scale;
         const float abs_scale = fabsf(scale);
         if (abs_scale > max_abs_scale) {

@@ -31,6 +31,48 @@
 static inline float rd_half(const uint8_t *p) { return qk_fp16_to_f32(qk_rd_u16(p)); }
 static inline void wr_half(uint8_t *p, float f) { qk_wr_u16(p, qk_f32_to_fp16(f)); }
 
+/* The weighted paths (quantize_row_{q4_0,q4_1,q5_0,q5_1}_impl): sigma2 is the
+ * mean square of the whole row (the call's n elements, llama.cpp's
+ * n_per_row, summed in float in index order), and each element of a block
+ * gets weight w = qw * sqrt(sigma2 + x^2). */
+static float row_sigma2(const float *x, int64_t n)
+{
+    float sum_x2 = 0;
+    for (int64_t j = 0; j < n; ++j)
+        sum_x2 += x[j] * x[j];
+    return sum_x2 / (float)n;
+}
+
+static void block_weights(float *weight, const float *xb, const float *qw, float sigma2)
+{
+    for (int j = 0; j < 32; ++j)
+        weight[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+}
+
+/* The block minimum of the weighted Q4_1/Q5_1 paths is a least-squares
+ * fit that can land past the fp16 range on data near +-65504, where
+ * llama.cpp stores +-inf (a block that decodes to inf). Saturate instead:
+ * the one place these encoders knowingly differ from llama.cpp's bytes. */
+static void wr_half_sat(uint8_t *p, float f)
+{
+    wr_half(p, f > 65504.f ? 65504.f : f < -65504.f ? -65504.f : f);
+}
+
+/* Pack 32 5-bit codes: low nibbles in qs (element j low, j+16 high), 5th
+ * bits at bit j / j+16 of qh (LE u32). */
+static void pack_q5(uint8_t *qs, uint8_t *qh_out, const uint8_t *L)
+{
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+        const uint8_t xi0 = L[j];
+        const uint8_t xi1 = L[j + 16];
+        qs[j] = (uint8_t)((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
+        qh |= ((xi0 & 0x10u) >> 4) << j;
+        qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+    }
+    qk_wr_u32(qh_out, qh);
+}
+
 /* ==================================================================== Q4_0
  * Scale d = max/-8 where max is the signed value of largest magnitude, so
  * that value maps exactly to code 0; codes q = min(15, trunc(x/d + 8.5)). */
@@ -50,11 +92,31 @@ void qk_blocks_q4_0_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
+/* Weighted: make_qx_quants(32, 8) with w = qw*sqrt(sigma2 + x^2); codes
+ * L = l + 8 in [0, 15]. */
+static void q4_0_row_imp(const float *x, qk_block_q4_0 *y, int64_t n, const float *qw)
+{
+    float weight[32];
+    int8_t L[32];
+    const float sigma2 = row_sigma2(x, n);
+    for (int64_t ib = 0; ib < n / 32; ++ib) {
+        const float *xb = x + 32 * ib;
+        block_weights(weight, xb, qw + 32 * ib, sigma2);
+        const float d = qk_blocks_make_qx_quants(32, 8, xb, L, 1, weight);
+        wr_half(y[ib].d, d);
+        for (int j = 0; j < 16; ++j)
+            y[ib].qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+    }
+}
+
 void qk_blocks_q4_0_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    (void)importance;
     assert(n % 32 == 0);
     qk_block_q4_0 *y = dst;
+    if (importance) {
+        q4_0_row_imp(src, y, n, importance);
+        return;
+    }
     for (int64_t i = 0; i < n / 32; i++) {
         const float *x = src + 32 * i;
         float amax = 0.0f, max = 0.0f;
@@ -96,11 +158,33 @@ void qk_blocks_q4_1_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
+/* Weighted: make_qkx3_quants(32, 15) (scale and min by weighted least
+ * squares over 37 trial scales); m = -the_min. */
+static void q4_1_row_imp(const float *x, qk_block_q4_1 *y, int64_t n, const float *qw)
+{
+    float weight[32];
+    uint8_t L[32], Laux[32];
+    const float sigma2 = row_sigma2(x, n);
+    for (int64_t ib = 0; ib < n / 32; ++ib) {
+        const float *xb = x + 32 * ib;
+        block_weights(weight, xb, qw + 32 * ib, sigma2);
+        float min;
+        const float d = qk_blocks_make_qkx3_quants(32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, 0);
+        wr_half(y[ib].d, d);
+        wr_half_sat(y[ib].m, -min);
+        for (int j = 0; j < 16; ++j)
+            y[ib].qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+    }
+}
+
 void qk_blocks_q4_1_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    (void)importance;
     assert(n % 32 == 0);
     qk_block_q4_1 *y = dst;
+    if (importance) {
+        q4_1_row_imp(src, y, n, importance);
+        return;
+    }
     for (int64_t i = 0; i < n / 32; i++) {
         const float *x = src + 32 * i;
         float min = FLT_MAX, max = -FLT_MAX;
@@ -146,11 +230,32 @@ void qk_blocks_q5_0_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
+/* Weighted: make_qx_quants(32, 16); codes L = l + 16 in [0, 31]. */
+static void q5_0_row_imp(const float *x, qk_block_q5_0 *y, int64_t n, const float *qw)
+{
+    float weight[32];
+    int8_t L[32];
+    uint8_t U[32];
+    const float sigma2 = row_sigma2(x, n);
+    for (int64_t ib = 0; ib < n / 32; ++ib) {
+        const float *xb = x + 32 * ib;
+        block_weights(weight, xb, qw + 32 * ib, sigma2);
+        const float d = qk_blocks_make_qx_quants(32, 16, xb, L, 1, weight);
+        wr_half(y[ib].d, d);
+        for (int j = 0; j < 32; ++j)
+            U[j] = (uint8_t)L[j];
+        pack_q5(y[ib].qs, y[ib].qh, U);
+    }
+}
+
 void qk_blocks_q5_0_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    (void)importance;
     assert(n % 32 == 0);
     qk_block_q5_0 *y = dst;
+    if (importance) {
+        q5_0_row_imp(src, y, n, importance);
+        return;
+    }
     for (int64_t i = 0; i < n / 32; i++) {
         const float *x = src + 32 * i;
         float amax = 0.0f, max = 0.0f;
@@ -200,11 +305,31 @@ void qk_blocks_q5_1_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
+/* Weighted: make_qkx3_quants(32, 31); m = -the_min. */
+static void q5_1_row_imp(const float *x, qk_block_q5_1 *y, int64_t n, const float *qw)
+{
+    float weight[32];
+    uint8_t L[32], Laux[32];
+    const float sigma2 = row_sigma2(x, n);
+    for (int64_t ib = 0; ib < n / 32; ++ib) {
+        const float *xb = x + 32 * ib;
+        block_weights(weight, xb, qw + 32 * ib, sigma2);
+        float min;
+        const float d = qk_blocks_make_qkx3_quants(32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, 0);
+        wr_half(y[ib].d, d);
+        wr_half_sat(y[ib].m, -min);
+        pack_q5(y[ib].qs, y[ib].qh, L);
+    }
+}
+
 void qk_blocks_q5_1_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    (void)importance;
     assert(n % 32 == 0);
     qk_block_q5_1 *y = dst;
+    if (importance) {
+        q5_1_row_imp(src, y, n, importance);
+        return;
+    }
     for (int64_t i = 0; i < n / 32; i++) {
         const float *x = src + 32 * i;
         float min = FLT_MAX, max = -FLT_MAX;

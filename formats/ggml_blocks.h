@@ -28,14 +28,17 @@
  *  - to_float decodes exactly as llama.cpp's dequantize_row_* does (same
  *    float operations in the same order), so results are bit-identical.
  *  - from_float_ref writes llama.cpp's bytes (llama-quantize, build b4748):
- *    for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 the quantize_row_*_ref encoders (the
- *    importance argument is ignored); for the K types quantize_row_*_ref when
- *    importance is NULL and the weighted quantize_row_*_impl path otherwise;
- *    for IQ4_NL/IQ4_XS quantize_iq4_* (the scale search llama-quantize runs,
- *    with or without importance). importance, when given, holds n weights
- *    (the importance-matrix entries of the row's columns). Every encoder
- *    works block by block (sigma2 and the like are per super-block), so a row
- *    may be encoded in one call or in any split at block boundaries.
+ *    for Q8_0 quantize_row_q8_0_ref (importance ignored); for Q4_0/Q4_1/
+ *    Q5_0/Q5_1 and the K types quantize_row_*_ref when importance is NULL
+ *    and the weighted quantize_row_*_impl path otherwise; for IQ4_NL/IQ4_XS
+ *    quantize_iq4_* (the scale search llama-quantize runs, with or without
+ *    importance). importance, when given, holds n weights (the
+ *    importance-matrix entries of the row's columns). Every encoder works
+ *    block by block (sigma2 and the like are per super-block), so a row may
+ *    be encoded in one call or in any split at block boundaries -- except
+ *    the weighted paths of Q4_0/Q4_1/Q5_0/Q5_1, whose sigma2 is the mean
+ *    square of the whole call's n elements (llama.cpp's n_per_row): give
+ *    them exactly one row per call.
  *  - from_float is NULL: quantize/ supplies better searches later.
  */
 #ifndef QK_GGML_BLOCKS_H
@@ -121,6 +124,16 @@ void qk_blocks_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n, con
 #define QK_BLOCKS_IQ4_XS qk_blocks_iq4_xs_to_float, qk_blocks_iq4_xs_from_float_ref, NULL
 
 /* ------------------------------------------------- shared numeric helpers */
+
+/* llama.cpp's scale searches (blocks_k.c), shared with the weighted paths of
+ * the 32-element types. make_qx_quants: symmetric codes L[i] = l + nmax,
+ * l in [-nmax, nmax-1], scale fitted by weighted least squares (weights qw,
+ * else chosen by rmse_type); returns the scale. make_qkx3_quants: asymmetric
+ * codes L in [0, nmax] for x ~ scale*L - *the_min, weights (x^2 when NULL);
+ * returns the scale. Laux [n] is scratch. */
+float qk_blocks_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
+float qk_blocks_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                                 uint8_t *Laux, float rmin, float rdelta, int nstep, _Bool use_mad);
 
 /* Round to nearest, ties to even, as ggml's nearest_int: add 1.5*2^23 and
  * read the mantissa. Exact for |f| <= 2^22 - 1; larger or non-finite inputs

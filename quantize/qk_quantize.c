@@ -9,8 +9,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "quantkit/calib.h"
 #include "quantkit/common.h"
 #include "quantkit/gguf.h"
+#include "quantkit/gptq_method.h"
 #include "quantkit/model.h"
 #include "quantkit/quantize.h"
 #include "quantkit/tool.h"
@@ -19,6 +21,7 @@
 #define MAX_OVERRIDES 64
 
 enum { FORMAT_GGUF = 0, FORMAT_GPTQ = 1 };
+enum { METHOD_RTN = 0, METHOD_GPTQ = 1 };
 
 typedef struct {
     const char *input, *output, *vocab;
@@ -33,6 +36,14 @@ typedef struct {
     long long group_size;
     const char *gguf_only;   /* a GGUF-only option given (for the usage error) */
     const char *gptq_only;   /* a GPTQ-only option given */
+    const char *imatrix;     /* --imatrix FILE (.dat or .qkc) */
+    int allow_imatrix_mismatch;
+    int method;              /* METHOD_* */
+    const char *calib, *calib_text;   /* --method gptq: Hessians (.qkc) and/or calibration text */
+    long long calib_ctx, calib_chunks;
+    double damp;
+    int act_order, sequential, refine;
+    const char *method_only; /* a --method gptq option given */
     char cmdline[4096];
 } opts_t;
 
@@ -63,11 +74,27 @@ static void usage(void)
            "                             (repeatable; first match wins; beats the mix rules)\n"
            "      --output-type T        type of output.weight (or of tied token embeddings)\n"
            "      --embed-type T         type of token_embd.weight\n"
+           "      --imatrix FILE         importance matrix (llama.cpp .dat or qk-calibrate .qkc): every tensor\n"
+           "                             with an entry is encoded with llama.cpp's weighted search\n"
+           "      --allow-imatrix-mismatch  use a .qkc computed on another model (checksum differs)\n"
            "GPTQ (the 7 linear layers of every block; embeddings, norms and lm_head stay F16):\n"
            "      --bits B               4 (default) or 8\n"
            "      --group-size N         32, 64 or 128 (default) input features per scale and zero\n"
            "      --sym, --asym          symmetric (default: zero 2^(B-1)) or asymmetric groups\n"
            "      --force                replace an existing output directory\n"
+           "Method (both formats):\n"
+           "      --method M             rtn (default): each block rounded on its own; gptq: GPTQ error\n"
+           "                             compensation on calibration Hessians, same block types (docs/METHODS.md)\n"
+           "      --calib FILE           .qkc with Hessians (qk-calibrate --hessian)\n"
+           "      --calib-text FILE      calibration text: Hessians collected here when no --calib is given;\n"
+           "                             also weights output.weight's rows by the model's token probabilities\n"
+           "      --calib-ctx N          window length for --calib-text (default 128)\n"
+           "      --calib-chunks N       use the first N windows only (default: all)\n"
+           "      --damp X               relative Hessian damping (default 0.01; raised x10 while singular)\n"
+           "      --act-order            blocks, and columns inside blocks, by decreasing activation energy\n"
+           "      --sequential           collect each layer's Hessian on the model quantized so far\n"
+           "                             (needs --calib-text)\n"
+           "      --refine N             scale refit + code descent passes after GPTQ (default 2; 0: off)\n"
            "Both:\n"
            "      --pad-ffn N            zero-pad the FFN hidden size to a multiple of N first (lossless;\n"
            "                             GPTQ needs it when the FFN size is not a multiple of the group size)\n"
@@ -112,7 +139,7 @@ typedef struct {
 
 static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_tensor *t, int type, qk_pool *pool,
                            qk_gguf_writer *w, float *fbuf, uint8_t *qbuf, int64_t chunk_rows, uint64_t *n_fixed,
-                           qk_progress *prog)
+                           const float *importance, qk_progress *prog)
 {
     int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
     size_t row_bytes;
@@ -141,13 +168,121 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
         }
         if (rc)
             break;
-        if ((rc = qk_quantize_rows(type, fbuf, qbuf, n, ne0, NULL, pool)))
+        if ((rc = qk_quantize_rows(type, fbuf, qbuf, n, ne0, importance, pool)))
             break;
         rc = qk_gguf_writer_write(w, qbuf, (size_t)n * row_bytes);
         qk_progress_add(prog, (uint64_t)n * (uint64_t)ne0);
     }
     qk_model_release(t);
     return rc ? rc : qk_gguf_writer_end_tensor(w);
+}
+
+/* --method gptq: the GPTQ options from the command line for `type`. */
+static void gptq_opts_from(const opts_t *o, int type, qk_gptq_opts *go)
+{
+    qk_gptq_opts_default(go, type);
+    go->damp = o->damp;
+    go->act_order = o->act_order;
+    go->refine = o->refine;
+    if (type == QK_GPTQ_LAYOUT) {
+        go->layout_bits = o->bits;
+        go->layout_group = o->group_size;
+        go->layout_sym = o->sym;
+    }
+}
+
+/* All rows of t as floats (heap, [rows][ne0]); non-finite weights refused
+ * or (--allow-nonfinite) zeroed. */
+static int decode_all(const opts_t *o, const qk_model *m, const qk_model_tensor *t, qk_pool *pool, float **out,
+                      uint64_t *n_fixed)
+{
+    int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
+    float *w = malloc((size_t)rows * (size_t)ne0 * sizeof(float));
+    if (!w)
+        return qk_error(QK_ENOMEM, "out of memory for tensor '%s' (%lld x %lld floats)", t->name, (long long)rows,
+                        (long long)ne0);
+    decode_job dj = {m, t, w, 0, 0};
+    qk_pool_run(pool, rows, 0, decode_row, &dj);
+    int rc = dj.rc;
+    for (int64_t bad = rc ? -1 : qk_find_nonfinite(w, rows * ne0); bad >= 0 && !rc;) {
+        if (!o->allow_nonfinite) {
+            rc = qk_error(QK_ENONFINITE, "%s: tensor '%s' element %lld (row %lld) is %s (use --allow-nonfinite to zero it)",
+                          o->input, t->name, (long long)bad, (long long)(bad / ne0), isnan(w[bad]) ? "NaN" : "Inf");
+            break;
+        }
+        w[bad] = 0.0f;
+        (*n_fixed)++;
+        int64_t next = qk_find_nonfinite(w + bad + 1, rows * ne0 - bad - 1);
+        bad = next < 0 ? -1 : bad + 1 + next;
+    }
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+/* One tensor through GPTQ (whole tensor in memory: GPTQ needs every row's
+ * columns at once, and sequential mode its dequantized values). */
+static int quantize_tensor_gptq(const opts_t *o, const qk_model *m, const qk_model_tensor *t, int type, qk_pool *pool,
+                                qk_gguf_writer *w, qk_gptq_calib *gc, uint64_t *n_fixed, qk_gptq_stats *st,
+                                qk_progress *prog)
+{
+    int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
+    size_t row_bytes;
+    float *wf = NULL, *deq = NULL;
+    uint8_t *q = NULL;
+    int rc = qk_type_row_bytes(type, ne0, &row_bytes);
+    if (rc || (rc = decode_all(o, m, t, pool, &wf, n_fixed)))
+        goto done;
+    q = malloc((size_t)rows * row_bytes);
+    deq = malloc((size_t)rows * (size_t)ne0 * sizeof(float));
+    if (!q || !deq) {
+        rc = qk_error(QK_ENOMEM, "out of memory for tensor '%s'", t->name);
+        goto done;
+    }
+    qk_gptq_opts go;
+    gptq_opts_from(o, type, &go);
+    if ((rc = qk_gptq_calib_tensor(gc, t, &go, wf, q, deq, pool, st)) || (rc = qk_gptq_calib_quantized(gc, t, deq)) ||
+        (rc = qk_gguf_writer_write(w, q, (size_t)rows * row_bytes)))
+        goto done;
+    if (st->n_raises)
+        qk_log(QK_LOG_WARN, "%s: Hessian singular; damping raised %d time%s to %g x its mean diagonal", t->name,
+               st->n_raises, st->n_raises > 1 ? "s" : "", st->damp);
+    if (st->n_dead)
+        qk_log(QK_LOG_INFO, "%s: %lld dead input columns (never active in calibration; zeroed)", t->name,
+               (long long)st->n_dead);
+    qk_log(QK_LOG_DEBUG, "%s: GPTQ %s, layer error %.6g (after the GPTQ pass %.6g), %.3f s", t->name,
+           qk_type_name(type), st->err, st->err_gptq, st->seconds);
+    qk_progress_add(prog, (uint64_t)rows * (uint64_t)ne0);
+done:
+    free(wf);
+    free(deq);
+    free(q);
+    qk_model_release(t);
+    return rc ? rc : qk_gguf_writer_end_tensor(w);
+}
+
+/* The provenance string of the method ("gptq damp=0.01 ..."). */
+static void method_string(const opts_t *o, char *buf, size_t n)
+{
+    if (o->method != METHOD_GPTQ) {
+        snprintf(buf, n, "%s", o->qp.pure ? "rtn-search pure" : "rtn-search mix");
+        return;
+    }
+    snprintf(buf, n, "gptq%s damp=%g refine=%d act_order=%d sequential=%d calib=%s calib_text=%s calib_ctx=%lld",
+             o->format == FORMAT_GPTQ ? "" : (o->qp.pure ? " pure" : " mix"), o->damp, o->refine, o->act_order,
+             o->sequential, o->calib ? o->calib : "-", o->calib_text ? o->calib_text : "-", o->calib_ctx);
+}
+
+static int gptq_calib_open(const opts_t *o, const qk_model *m, qk_gptq_calib **out)
+{
+    qk_gptq_calib_opts co = {.calib_path = o->calib, .text_path = o->calib_text, .n_ctx = o->calib_ctx,
+                             .max_chunks = o->calib_chunks, .sequential = o->sequential,
+                             .output_rows = o->format == FORMAT_GGUF, /* the GPTQ export keeps lm_head F16 */
+                             .output_gamma = 1.0, .n_threads = o->threads};
+    return qk_gptq_calib_new(out, m, &co);
 }
 
 /* The stored type of a source tensor, for reports ("Q4_0", "GPTQ4"). */
@@ -184,6 +319,62 @@ static const char *reason_name(const qk_plan_entry *e)
     }
 }
 
+/* Read --imatrix and check it fits m: every entry's n_in equals its
+ * tensor's ne[0] (always), it names only tensors of m and, for a .qkc that
+ * records one, its model checksum equals m's (both unless
+ * --allow-imatrix-mismatch, which then only warns). */
+static int load_imatrix(const opts_t *o, const qk_model *m, qk_calib **out)
+{
+    qk_calib *c = NULL;
+    int rc = qk_calib_load(&c, o->imatrix);
+    if (!rc && (rc = qk_calib_check_model(c, m, o->allow_imatrix_mismatch)))
+        qk_error_prefix(rc, o->imatrix);
+    if (!rc && c->model_hash) {
+        uint64_t h = 0;
+        if (!(rc = qk_calib_model_hash(m, &h)) && h != c->model_hash) {
+            char a[17], b[17];
+            qk_hash_hex(c->model_hash, a);
+            qk_hash_hex(h, b);
+            if (o->allow_imatrix_mismatch)
+                qk_log(QK_LOG_WARN, "%s was computed on another model (tensors xxh3 %s, %s has %s); used anyway "
+                       "(--allow-imatrix-mismatch)", o->imatrix, a, o->input, b);
+            else
+                rc = qk_error(QK_EINVAL, "%s was computed on another model (tensors xxh3 %s, %s has %s); use "
+                              "--allow-imatrix-mismatch to use it anyway", o->imatrix, a, o->input, b);
+        }
+    }
+    if (rc) {
+        qk_calib_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Provenance of the importance matrix: quantkit's keys (file and its
+ * checksum) and llama-quantize's quantize.imatrix.* keys. */
+static int imatrix_kvs(const opts_t *o, const qk_calib *c, qk_gguf_writer *w)
+{
+    uint64_t fh = 0;
+    int64_t last = 0;
+    for (int64_t i = 0; i < c->n; i++)
+        last = c->e[i].n_calls > last ? c->e[i].n_calls : last;
+    int rc = qk_hash_file(&fh, o->imatrix);
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.imatrix", o->imatrix);
+    if (!rc)
+        rc = qk_gguf_writer_set_u64(w, "quantkit.imatrix_xxh3", fh);
+    if (!rc)
+        rc = qk_gguf_writer_set_str(w, "quantize.imatrix.file", o->imatrix);
+    if (!rc && c->dataset)
+        rc = qk_gguf_writer_set_str(w, "quantize.imatrix.dataset", c->dataset);
+    if (!rc)
+        rc = qk_gguf_writer_set_i32(w, "quantize.imatrix.entries_count", (int32_t)c->n);
+    if (!rc && last > 0 && last <= INT32_MAX)
+        rc = qk_gguf_writer_set_i32(w, "quantize.imatrix.chunks_count", (int32_t)last);
+    return rc;
+}
+
 static int run(opts_t *o)
 {
     qk_model *m = NULL;
@@ -195,6 +386,12 @@ static int run(opts_t *o)
     float *fbuf = NULL;
     uint8_t *qbuf = NULL;
     qk_hasher *src_hash = NULL;
+    qk_calib *imx = NULL;
+    float *imp = NULL;
+    int64_t n_imx_used = 0;
+    qk_gptq_calib *gc = NULL;
+    qk_gptq_stats *gst = NULL; /* [nt] per tensor, --method gptq */
+    uint8_t *gdone = NULL;     /* [nt] 1: quantized with GPTQ */
     type_total tot[QK_TYPE_COUNT] = {{0}};
     uint64_t n_fixed = 0, total_elems = 0, quant_elems = 0, quant_bytes = 0;
     double t0 = qk_now();
@@ -206,8 +403,13 @@ static int run(opts_t *o)
     int64_t nt = qk_model_n_tensors(m);
     if ((rc = check_requantize(o, m)))
         goto done;
+    if (o->imatrix && (rc = load_imatrix(o, m, &imx)))
+        goto done;
+    o->qp.has_imatrix = imx != NULL;
     plan = calloc((size_t)nt, sizeof *plan);
-    if (!plan) {
+    gst = calloc((size_t)nt, sizeof *gst);
+    gdone = calloc((size_t)nt, 1);
+    if (!plan || !gst || !gdone) {
         rc = qk_error(QK_ENOMEM, "out of memory");
         goto done;
     }
@@ -215,6 +417,10 @@ static int run(opts_t *o)
     if ((rc = qk_quant_plan(m, &o->qp, plan)) || (rc = qk_pool_create(&pool, o->threads)) ||
         (rc = qk_gguf_writer_new(&w, 0)) || (rc = qk_hasher_new(&src_hash)))
         goto done;
+    if (o->method == METHOD_GPTQ && (rc = gptq_calib_open(o, m, &gc)))
+        goto done;
+    char method[1024];
+    method_string(o, method, sizeof method);
 
     /* metadata: a GGUF source's keys (unknown ones preserved), then ours */
     const qk_gguf *src = qk_model_gguf(m);
@@ -240,13 +446,15 @@ static int run(opts_t *o)
     if (!rc)
         rc = qk_gguf_writer_set_str(w, "quantkit.target", o->target->name);
     if (!rc)
-        rc = qk_gguf_writer_set_str(w, "quantkit.method", o->qp.pure ? "rtn-search pure" : "rtn-search mix");
+        rc = qk_gguf_writer_set_str(w, "quantkit.method", method);
     if (!rc)
         rc = qk_gguf_writer_set_str(w, "quantkit.source", o->input);
     if (!rc)
         rc = qk_gguf_writer_set_u64(w, "quantkit.source_xxh3", 0); /* patched after streaming */
     if (!rc)
         rc = qk_gguf_writer_set_str(w, "quantkit.options", o->cmdline);
+    if (!rc && imx)
+        rc = imatrix_kvs(o, imx, w);
     int64_t max_ne0 = 1;
     size_t max_row_bytes = 1;
     for (int64_t i = 0; i < nt && !rc; i++) {
@@ -268,7 +476,8 @@ static int run(opts_t *o)
         chunk_rows = 1;
     fbuf = malloc((size_t)chunk_rows * (size_t)max_ne0 * sizeof(float));
     qbuf = malloc((size_t)chunk_rows * max_row_bytes);
-    if (!fbuf || !qbuf) {
+    imp = malloc((size_t)max_ne0 * sizeof(float));
+    if (!fbuf || !qbuf || !imp) {
         rc = qk_error(QK_ENOMEM, "out of memory for %lld-row chunks", (long long)chunk_rows);
         goto done;
     }
@@ -282,7 +491,20 @@ static int run(opts_t *o)
                 qk_hasher_update(src_hash, t->gptq->part[k].data, (size_t)t->gptq->part[k].nbytes);
         else
             qk_hasher_update(src_hash, t->data, (size_t)t->nbytes);
-        rc = quantize_tensor(o, m, t, plan[i].type, pool, w, fbuf, qbuf, chunk_rows, &n_fixed, prog);
+        /* llama-quantize: the entry's values / ncall, shared by every row; quantized types only */
+        const qk_calib_entry *ie = imx ? qk_calib_find(imx, t->name) : NULL;
+        const int use_imx = ie && ie->n_in == t->ne[0] && qk_type_get(plan[i].type)->is_quantized;
+        if (use_imx) {
+            qk_calib_importance(ie, imp);
+            n_imx_used++;
+        }
+        if (gc && t->n_dims >= 2 && qk_gptq_supports(plan[i].type)) {
+            gdone[i] = 1;
+            rc = quantize_tensor_gptq(o, m, t, plan[i].type, pool, w, gc, &n_fixed, &gst[i], prog);
+        } else {
+            rc = quantize_tensor(o, m, t, plan[i].type, pool, w, fbuf, qbuf, chunk_rows, &n_fixed,
+                                 use_imx ? imp : NULL, prog);
+        }
         uint64_t bytes = 0;
         qk_type_tensor_bytes(plan[i].type, t->ne, t->n_dims, &bytes);
         tot[plan[i].type].count++;
@@ -325,6 +547,18 @@ static int run(opts_t *o)
         cJSON_AddStringToObject(j, "output", o->output);
         cJSON_AddStringToObject(j, "target", o->target->name);
         cJSON_AddBoolToObject(j, "pure", o->qp.pure);
+        cJSON_AddStringToObject(j, "method", method);
+        if (gc) {
+            int64_t passes;
+            double secs;
+            qk_gptq_calib_counts(gc, &passes, &secs);
+            cJSON_AddNumberToObject(j, "calibration_passes", (double)passes);
+            cJSON_AddNumberToObject(j, "calibration_seconds", secs);
+        }
+        if (imx) {
+            cJSON_AddStringToObject(j, "imatrix", o->imatrix);
+            cJSON_AddNumberToObject(j, "imatrix_tensors", (double)n_imx_used);
+        }
         cJSON *jt = cJSON_AddArrayToObject(j, "tensors");
         for (int64_t i = 0; i < nt; i++) {
             const qk_model_tensor *t = qk_model_tensor_at(m, i);
@@ -335,6 +569,15 @@ static int run(opts_t *o)
             if (plan[i].fallback)
                 cJSON_AddStringToObject(x, "fallback_from", qk_type_name(plan[i].wanted));
             cJSON_AddStringToObject(x, "reason", reason_name(&plan[i]));
+            if (gdone[i]) {
+                cJSON *g = cJSON_AddObjectToObject(x, "gptq");
+                cJSON_AddNumberToObject(g, "damp", gst[i].damp);
+                cJSON_AddNumberToObject(g, "damp_raised", gst[i].n_raises);
+                cJSON_AddNumberToObject(g, "dead_columns", (double)gst[i].n_dead);
+                cJSON_AddNumberToObject(g, "layer_error", gst[i].err);
+                cJSON_AddNumberToObject(g, "layer_error_gptq_pass", gst[i].err_gptq);
+                cJSON_AddNumberToObject(g, "seconds", gst[i].seconds);
+            }
             cJSON_AddItemToArray(jt, x);
         }
         cJSON *jy = cJSON_AddArrayToObject(j, "types");
@@ -363,7 +606,7 @@ static int run(opts_t *o)
         printf("%-36s %-22s %-6s -> %-7s %s\n", "tensor", "shape", "from", "type", "note");
         for (int64_t i = 0; i < nt; i++) {
             const qk_model_tensor *t = qk_model_tensor_at(m, i);
-            char sh[48], note[96] = "";
+            char sh[48], note[160] = "";
             if (t->n_dims > 1)
                 snprintf(sh, sizeof sh, "[%lld, %lld]", (long long)t->ne[0], (long long)t->ne[1]);
             else
@@ -373,6 +616,14 @@ static int run(opts_t *o)
                          qk_type_name(plan[i].wanted));
             else
                 snprintf(note, sizeof note, "%s", reason_name(&plan[i]));
+            if (gdone[i]) {
+                size_t l = strlen(note);
+                snprintf(note + l, sizeof note - l, "%sgptq damp %g%s", l ? "; " : "", gst[i].damp,
+                         gst[i].n_raises ? " (raised)" : "");
+                l = strlen(note);
+                if (gst[i].n_dead)
+                    snprintf(note + l, sizeof note - l, ", %lld dead cols", (long long)gst[i].n_dead);
+            }
             printf("%-36s %-22s %-6s -> %-7s %s\n", t->name, sh, src_type_name(t), qk_type_name(plan[i].type),
                    note);
         }
@@ -389,6 +640,9 @@ static int run(opts_t *o)
                quant_elems ? 8.0 * (double)quant_bytes / (double)quant_elems : 0.0);
         printf("input tensors: %s -> %.2fx smaller; %.2f s\n", qk_fmt_bytes(in_bytes, b2),
                out_bytes ? (double)in_bytes / (double)out_bytes : 0.0, dt);
+        if (imx)
+            printf("imatrix: %s, %lld entries, used for %lld tensors\n", o->imatrix, (long long)imx->n,
+                   (long long)n_imx_used);
     }
 done:
     if (prog)
@@ -397,10 +651,62 @@ done:
     qk_gguf_writer_free(w);
     qk_pool_free(pool);
     qk_hasher_free(src_hash);
+    qk_calib_free(imx);
+    free(imp);
     free(plan);
+    free(gst);
+    free(gdone);
+    qk_gptq_calib_free(gc);
     free(fbuf);
     free(qbuf);
     qk_model_close(m);
+    return rc;
+}
+
+/* --format gptq --method gptq: the export's producer. */
+typedef struct {
+    const opts_t *o;
+    qk_gptq_calib *gc;
+    uint64_t n_fixed;
+    int64_t n_raised;
+} gptq_producer;
+
+static int gptq_produce(void *ctx, const qk_model *m, qk_gptq_layer *L, qk_pool *pool)
+{
+    gptq_producer *gp = ctx;
+    const int64_t n_in = L->n_in, n_out = L->n_out, ng = L->n_groups;
+    float *w = NULL, *deq = malloc((size_t)n_in * (size_t)n_out * sizeof(float));
+    uint8_t *q = malloc((size_t)n_in * (size_t)n_out);
+    uint16_t *s = malloc((size_t)ng * (size_t)n_out * sizeof(uint16_t));
+    uint16_t *z = malloc((size_t)ng * (size_t)n_out * sizeof(uint16_t));
+    int rc = deq && q && s && z ? 0 : qk_error(QK_ENOMEM, "out of memory for tensor '%s'", L->t->name);
+    if (!rc)
+        rc = decode_all(gp->o, m, L->t, pool, &w, &gp->n_fixed);
+    qk_gptq_opts go;
+    gptq_opts_from(gp->o, QK_GPTQ_LAYOUT, &go);
+    go.layout_sym = L->sym;
+    go.layout_bits = L->bits;
+    go.layout_group = L->group_size;
+    qk_gptq_stats st;
+    if (!rc)
+        rc = qk_gptq_calib_tensor_layout(gp->gc, L->t, &go, w, q, s, z, deq, pool, &st);
+    for (int64_t r = 0; r < n_out && !rc; r++)
+        rc = qk_gptq_layer_put_row(L, r, q + r * n_in, s + r * ng, z + r * ng);
+    if (!rc)
+        rc = qk_gptq_calib_quantized(gp->gc, L->t, deq);
+    if (!rc && st.n_raises) {
+        gp->n_raised++;
+        qk_log(QK_LOG_WARN, "%s: Hessian singular; damping raised %d time%s to %g x its mean diagonal", L->t->name,
+               st.n_raises, st.n_raises > 1 ? "s" : "", st.damp);
+    }
+    if (!rc)
+        qk_log(QK_LOG_DEBUG, "%s: GPTQ%d, damp %g, %lld dead columns, layer error %.6g, %.3f s", L->t->name, L->bits,
+               st.damp, (long long)st.n_dead, st.err, st.seconds);
+    free(w);
+    free(deq);
+    free(q);
+    free(s);
+    free(z);
     return rc;
 }
 
@@ -410,6 +716,7 @@ static int run_gptq(opts_t *o)
     qk_model *m = NULL;
     qk_pool *pool = NULL;
     uint64_t *each = NULL;
+    gptq_producer gp = {.o = o};
     double t0 = qk_now();
     qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
     int rc = qk_model_open(&m, o->input, &mo);
@@ -423,14 +730,23 @@ static int run_gptq(opts_t *o)
     qk_gptq_export_params p = {.bits = o->bits, .group_size = o->group_size, .sym = o->sym, .force = o->force,
                                .allow_nonfinite = o->allow_nonfinite, .source = o->input};
     qk_gptq_export_stats st = {.tensor_bytes_each = each};
+    if (o->method == METHOD_GPTQ) {
+        if ((rc = gptq_calib_open(o, m, &gp.gc)))
+            goto done;
+        p.produce = gptq_produce;
+        p.produce_ctx = &gp;
+    }
     if ((rc = qk_gptq_export(m, o->output, &p, pool, &st)))
         goto done;
+    st.n_fixed += gp.n_fixed;
     if (st.n_fixed)
         qk_log(QK_LOG_WARN, "replaced %llu non-finite weights by 0 (--allow-nonfinite)", (unsigned long long)st.n_fixed);
     if (o->quiet)
         goto done;
     double dt = qk_now() - t0;
     uint64_t in_bytes = qk_model_source_bytes(m);
+    char method[1024];
+    method_string(o, method, sizeof method);
     char stored[32];
     snprintf(stored, sizeof stored, "GPTQ%d g%lld %s", o->bits, o->group_size, o->sym ? "sym" : "asym");
     double bpw = st.total_elems ? 8.0 * (double)st.tensor_bytes / (double)st.total_elems : 0.0;
@@ -443,6 +759,7 @@ static int run_gptq(opts_t *o)
         cJSON_AddNumberToObject(j, "bits", o->bits);
         cJSON_AddNumberToObject(j, "group_size", (double)o->group_size);
         cJSON_AddBoolToObject(j, "sym", o->sym);
+        cJSON_AddStringToObject(j, "method", method);
         cJSON *jt = cJSON_AddArrayToObject(j, "tensors");
         for (int64_t i = 0; i < nt; i++) {
             const qk_model_tensor *t = qk_model_tensor_at(m, i);
@@ -484,10 +801,12 @@ static int run_gptq(opts_t *o)
     printf("\noutput: %s/ (model.safetensors %s, %llu bytes; %lld GPTQ layers)\n", o->output,
            qk_fmt_bytes(st.file_bytes, b1), (unsigned long long)st.file_bytes, (long long)st.n_quantized);
     printf("average: %.4f bits per weight (%.4f over the GPTQ layers)\n", bpw, bpw_q);
+    printf("method: %s\n", method);
     printf("input tensors: %s -> %.2fx smaller; %.2f s\n", qk_fmt_bytes(in_bytes, b2),
            st.file_bytes ? (double)in_bytes / (double)st.file_bytes : 0.0, dt);
 done:
     free(each);
+    qk_gptq_calib_free(gp.gc);
     qk_pool_free(pool);
     qk_model_close(m);
     return rc;
@@ -516,17 +835,28 @@ int main(int argc, char **argv)
     o.bits = 4;
     o.group_size = 128;
     o.sym = 1;
+    o.damp = 0.01;
+    o.refine = 2;
+    o.calib_ctx = 128;
     size_t k = 0;
     for (int i = 0; i < argc && k + 2 < sizeof o.cmdline; i++)
         k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
     enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION,
-           O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE };
+           O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE, O_IMATRIX, O_IMX_MISMATCH,
+           O_METHOD, O_CALIB, O_CALIB_TEXT, O_CALIB_CTX, O_CALIB_CHUNKS, O_DAMP, O_ACT_ORDER, O_SEQUENTIAL, O_REFINE };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"format", required_argument, 0, O_FORMAT},
         {"bits", required_argument, 0, O_BITS},     {"group-size", required_argument, 0, O_GROUP},
         {"sym", no_argument, 0, O_SYM},             {"asym", no_argument, 0, O_ASYM},
         {"force", no_argument, 0, O_FORCE},
         {"pure", no_argument, 0, O_PURE},           {"tensor-type", required_argument, 0, O_TT},
+        {"imatrix", required_argument, 0, O_IMATRIX},
+        {"allow-imatrix-mismatch", no_argument, 0, O_IMX_MISMATCH},
+        {"method", required_argument, 0, O_METHOD}, {"calib", required_argument, 0, O_CALIB},
+        {"calib-text", required_argument, 0, O_CALIB_TEXT}, {"calib-ctx", required_argument, 0, O_CALIB_CTX},
+        {"calib-chunks", required_argument, 0, O_CALIB_CHUNKS}, {"damp", required_argument, 0, O_DAMP},
+        {"act-order", no_argument, 0, O_ACT_ORDER}, {"sequential", no_argument, 0, O_SEQUENTIAL},
+        {"refine", required_argument, 0, O_REFINE},
         {"output-type", required_argument, 0, O_OUT}, {"embed-type", required_argument, 0, O_EMB},
         {"pad-ffn", required_argument, 0, O_PAD},   {"vocab", required_argument, 0, O_VOCAB},
         {"allow-requantize", no_argument, 0, O_REQ}, {"allow-nonfinite", no_argument, 0, O_NONFIN},
@@ -562,6 +892,39 @@ int main(int argc, char **argv)
         case O_ASYM: o.sym = 0; o.gptq_only = "--asym"; break;
         case O_FORCE: o.force = 1; o.gptq_only = "--force"; break;
         case O_PURE: o.qp.pure = 1; o.gguf_only = "--pure"; break;
+        case O_IMATRIX: o.imatrix = optarg; o.gguf_only = "--imatrix"; break;
+        case O_IMX_MISMATCH: o.allow_imatrix_mismatch = 1; break;
+        case O_METHOD:
+            if (!strcasecmp(optarg, "rtn")) o.method = METHOD_RTN;
+            else if (!strcasecmp(optarg, "gptq")) o.method = METHOD_GPTQ;
+            else return qk_tool_usage("--method '%s': expected rtn or gptq", optarg);
+            break;
+        case O_CALIB: o.calib = optarg; o.method_only = "--calib"; break;
+        case O_CALIB_TEXT: o.calib_text = optarg; o.method_only = "--calib-text"; break;
+        case O_CALIB_CTX:
+            if (qk_tool_parse_int("--calib-ctx", optarg, 4, 1 << 20, &o.calib_ctx)) return QK_EXIT_USAGE;
+            o.method_only = "--calib-ctx";
+            break;
+        case O_CALIB_CHUNKS:
+            if (qk_tool_parse_int("--calib-chunks", optarg, 1, 1 << 30, &o.calib_chunks)) return QK_EXIT_USAGE;
+            o.method_only = "--calib-chunks";
+            break;
+        case O_DAMP: {
+            char *end;
+            o.damp = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.damp >= 0 && o.damp <= 10))
+                return qk_tool_usage("--damp '%s': expected a number in [0, 10] (a fraction of the mean Hessian "
+                                     "diagonal)", optarg);
+            o.method_only = "--damp";
+            break;
+        }
+        case O_ACT_ORDER: o.act_order = 1; o.method_only = "--act-order"; break;
+        case O_SEQUENTIAL: o.sequential = 1; o.method_only = "--sequential"; break;
+        case O_REFINE:
+            if (qk_tool_parse_int("--refine", optarg, 0, 100, &v)) return QK_EXIT_USAGE;
+            o.refine = (int)v;
+            o.method_only = "--refine";
+            break;
         case O_TT: {
             o.gguf_only = "--tensor-type";
             char *eq = strrchr(optarg, '=');
@@ -606,6 +969,14 @@ int main(int argc, char **argv)
         }
     }
     int npos = argc - optind;
+    if (o.method_only && o.method != METHOD_GPTQ)
+        return qk_tool_usage("%s applies to --method gptq", o.method_only);
+    if (o.method == METHOD_GPTQ && !o.calib && !o.calib_text)
+        return qk_tool_usage("--method gptq needs Hessians: --calib FILE (qk-calibrate --hessian) or "
+                             "--calib-text FILE");
+    if (o.sequential && !o.calib_text)
+        return qk_tool_usage("--sequential needs --calib-text (Hessians are collected on the partly quantized "
+                             "model)");
     if (o.format == FORMAT_GPTQ) {
         if (o.gguf_only)
             return qk_tool_usage("%s applies to --format gguf, not gptq", o.gguf_only);

@@ -384,6 +384,10 @@ GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q5_k_imatrix, PAD256_F32, "stories2
 GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q6_k_imatrix, PAD256_F32, "stories260K-pad256-q6_k-pure-imx.gguf", IMX256)
 GOLDEN_ENCODE_TEST(test_blocks_golden_encode_iq4_xs_imatrix, PAD256_F32, "stories260K-pad256-iq4_xs-pure-imx.gguf", IMX256)
 GOLDEN_ENCODE_TEST(test_blocks_golden_encode_iq4_nl_imatrix, PAD192_F32, "stories260K-pad192-iq4_nl-pure-imx.gguf", IMX192)
+GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q4_0_imatrix, PAD192_F32, "stories260K-pad192-q4_0-pure-imx.gguf", IMX192)
+GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q4_1_imatrix, PAD192_F32, "stories260K-pad192-q4_1-pure-imx.gguf", IMX192)
+GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q5_0_imatrix, PAD192_F32, "stories260K-pad192-q5_0-pure-imx.gguf", IMX192)
+GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q5_1_imatrix, PAD192_F32, "stories260K-pad192-q5_1-pure-imx.gguf", IMX192)
 
 /* The default Q4_K_M mix holds Q4_K and Q6_K tensors side by side. */
 GOLDEN_ENCODE_TEST(test_blocks_golden_encode_q4_k_m_mix, PAD256_F32, "stories260K-pad256-q4_k_m.gguf", NULL)
@@ -430,8 +434,8 @@ START_TEST(test_blocks_importance_lowers_weighted_error)
     const int64_t n = 2048, rows = 32;
     float *x = malloc(4 * (size_t)n), *y = malloc(4 * (size_t)n), *w = malloc(4 * (size_t)n);
     ck_assert(x && y && w);
-    const int types[] = {QK_TYPE_Q2_K, QK_TYPE_Q3_K, QK_TYPE_Q4_K, QK_TYPE_Q5_K, QK_TYPE_Q6_K, QK_TYPE_IQ4_NL,
-                         QK_TYPE_IQ4_XS};
+    const int types[] = {QK_TYPE_Q4_0, QK_TYPE_Q4_1, QK_TYPE_Q5_0, QK_TYPE_Q5_1, QK_TYPE_Q2_K, QK_TYPE_Q3_K,
+                         QK_TYPE_Q4_K, QK_TYPE_Q5_K, QK_TYPE_Q6_K, QK_TYPE_IQ4_NL, QK_TYPE_IQ4_XS};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         g_rng = 0xabcdefu + ti;
         for (int64_t j = 0; j < n; j++) {
@@ -655,7 +659,9 @@ START_TEST(test_blocks_encoders_write_every_byte)
 END_TEST
 
 /* Encoders are block-local: one call over a row gives the same bytes as
- * one call per block, with and without importance. */
+ * one call per block, with and without importance -- except the weighted
+ * paths of Q4_0/Q4_1/Q5_0/Q5_1, whose sigma2 spans the row (llama.cpp's
+ * n_per_row): for them a split must change the bytes. */
 START_TEST(test_blocks_encoders_block_local)
 {
     const int64_t n = 1024;
@@ -676,8 +682,14 @@ START_TEST(test_blocks_encoders_block_local)
             for (int64_t k = 0; k < n / t->block_size; k++)
                 t->from_float_ref(x + k * t->block_size, b + (size_t)k * t->type_size, t->block_size,
                                   imp ? imp + k * t->block_size : NULL);
-            ck_assert_msg(!memcmp(a, b, rb), "%s%s: row encode differs from per-block encode", t->name,
-                          pass ? " (importance)" : "");
+            const int row_sigma = pass && (k_types[ti] == QK_TYPE_Q4_0 || k_types[ti] == QK_TYPE_Q4_1 ||
+                                           k_types[ti] == QK_TYPE_Q5_0 || k_types[ti] == QK_TYPE_Q5_1);
+            if (row_sigma)
+                ck_assert_msg(memcmp(a, b, rb) != 0, "%s (importance): per-block encode equals the row encode, "
+                              "so sigma2 is not the row's", t->name);
+            else
+                ck_assert_msg(!memcmp(a, b, rb), "%s%s: row encode differs from per-block encode", t->name,
+                              pass ? " (importance)" : "");
         }
         free(a);
         free(b);
@@ -739,6 +751,10 @@ Suite *qk_test_suite_blocks(void)
     tcase_add_test(g, test_blocks_golden_encode_q6_k_imatrix);
     tcase_add_test(g, test_blocks_golden_encode_iq4_xs_imatrix);
     tcase_add_test(g, test_blocks_golden_encode_iq4_nl_imatrix);
+    tcase_add_test(g, test_blocks_golden_encode_q4_0_imatrix);
+    tcase_add_test(g, test_blocks_golden_encode_q4_1_imatrix);
+    tcase_add_test(g, test_blocks_golden_encode_q5_0_imatrix);
+    tcase_add_test(g, test_blocks_golden_encode_q5_1_imatrix);
     tcase_add_test(g, test_blocks_golden_encode_q4_k_m_mix);
     tcase_add_test(g, test_blocks_golden_encode_q4_k_m_mix_imatrix);
     suite_add_tcase(s, g);

@@ -1,0 +1,765 @@
+/* GPTQ inside ggml blocks: see quantkit/gptq_method.h for the algorithm.
+ *
+ * Layout of the work: the Hessian is prepared once per tensor (dead
+ * columns, damping, column order, U = chol(H^-1) upper) and shared
+ * read-only; rows are cut into fixed chunks of ROW_CHUNK rows (independent
+ * of the thread count, so results are too), and each chunk runs the whole
+ * GPTQ pass with its lazy-batch updates as single-threaded dgemm calls,
+ * then the refinement and the decode check, one row at a time. */
+#include "quantkit/gptq_method.h"
+
+#include <cblas.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gptq_grid.h"
+#include "quantkit/ggml_types.h"
+#include "quantkit/quantize.h"
+
+#define ROW_CHUNK 16
+#define MAX_DAMP 10.0          /* give up beyond 1000% of the mean diagonal */
+#define PIVOT_RATIO 1e-10      /* a Cholesky pivot below this x mean diag counts as singular */
+
+/* LAPACK (OpenBLAS). The trailing length is gfortran's hidden CHARACTER
+ * length; C implementations ignore it. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+void openblas_set_num_threads(int);
+
+void qk_gptq_opts_default(qk_gptq_opts *o, int type)
+{
+    *o = (qk_gptq_opts){.type = type, .layout_bits = 4, .layout_group = 128, .layout_sym = 1, .damp = 0.01,
+                        .act_order = 0, .batch = 128, .search = 1, .refine = 2};
+}
+
+int qk_gptq_supports(int type) { return gq_type_get(type) != NULL; }
+
+/* ------------------------------------------------------------- Hessian */
+
+/* A prepared Hessian. Columns are processed in order perm[0..n) (perm[p] =
+ * column at position p; pos its inverse); U is in that order, Hd in the
+ * original one. */
+typedef struct {
+    int64_t n;
+    double *hd;      /* [n][n] H with dead columns fixed, + lambda I (the objective refinement uses) */
+    double *u;       /* [n][n] upper Cholesky factor of Hd^-1, permuted order; lower triangle 0 */
+    double *cw;      /* [n] chooser weight of column c: 1 / U_pp^2, p = pos[c] */
+    int64_t *perm, *pos;
+    uint8_t *dead;   /* [n] */
+    double lambda;   /* absolute damping added */
+    double live_mean;/* mean diag over live columns */
+    double damp;     /* relative damping used */
+    int n_raises;
+    int64_t n_dead;
+} gq_hess;
+
+static void hess_free(gq_hess *hs)
+{
+    free(hs->hd);
+    free(hs->u);
+    free(hs->cw);
+    free(hs->perm);
+    free(hs->pos);
+    free(hs->dead);
+    memset(hs, 0, sizeof *hs);
+}
+
+typedef struct {
+    double key;
+    int64_t idx;
+} keyed;
+
+static int cmp_keyed_desc(const void *a, const void *b)
+{
+    const keyed *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key > y->key ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx; /* stable: ties keep column order */
+}
+
+/* Column order: identity, or (act_order) blocks by decreasing sum of diag H
+ * and, inside each block, columns by decreasing diag H. */
+static int make_order(gq_hess *hs, const double *diag, int64_t bs, int act_order)
+{
+    const int64_t n = hs->n, nb = n / bs;
+    for (int64_t c = 0; c < n; c++)
+        hs->perm[c] = c;
+    if (act_order) {
+        keyed *k = malloc((size_t)(nb > bs ? nb : bs) * sizeof *k);
+        if (!k)
+            return qk_error(QK_ENOMEM, "out of memory");
+        for (int64_t b = 0; b < nb; b++) {
+            k[b].idx = b;
+            k[b].key = 0;
+            for (int64_t j = 0; j < bs; j++)
+                k[b].key += diag[b * bs + j];
+        }
+        qsort(k, (size_t)nb, sizeof *k, cmp_keyed_desc);
+        int64_t *blocks = malloc((size_t)nb * sizeof *blocks);
+        if (!blocks) {
+            free(k);
+            return qk_error(QK_ENOMEM, "out of memory");
+        }
+        for (int64_t b = 0; b < nb; b++)
+            blocks[b] = k[b].idx;
+        for (int64_t b = 0; b < nb; b++) {
+            for (int64_t j = 0; j < bs; j++) {
+                k[j].idx = blocks[b] * bs + j;
+                k[j].key = diag[blocks[b] * bs + j];
+            }
+            qsort(k, (size_t)bs, sizeof *k, cmp_keyed_desc);
+            for (int64_t j = 0; j < bs; j++)
+                hs->perm[b * bs + j] = k[j].idx;
+        }
+        free(blocks);
+        free(k);
+    }
+    for (int64_t p = 0; p < n; p++)
+        hs->pos[hs->perm[p]] = p;
+    return 0;
+}
+
+/* One factorization attempt with absolute damping lambda: u = chol(inv(A))
+ * upper, A = permuted Hd. Returns 0, 1 when A is (numerically) singular, or
+ * a negative error. Dead columns are decoupled from everything, so only the
+ * live ones are factorized (compacted; a padded model has many dead ones)
+ * and a dead column's U is just 1/sqrt(A_pp) on the diagonal. */
+static int factor(gq_hess *hs, double lambda)
+{
+    const int64_t n = hs->n;
+    int64_t m = 0;
+    int64_t *live = malloc((size_t)n * sizeof *live);
+    /* with no dead column the factor is built in place in u (memory: n^2 doubles less) */
+    double *a = hs->n_dead ? malloc((size_t)(n - hs->n_dead) * (size_t)(n - hs->n_dead) * sizeof(double) + 8) : hs->u;
+    if (!live || !a) {
+        free(live);
+        if (a != hs->u)
+            free(a);
+        return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", n, n);
+    }
+    for (int64_t p = 0; p < n; p++)
+        if (!hs->dead[hs->perm[p]])
+            live[m++] = p;
+    for (int64_t i = 0; i < m; i++) {
+        const double *hr = hs->hd + hs->perm[live[i]] * n;
+        for (int64_t k = 0; k < m; k++)
+            a[i * m + k] = hr[hs->perm[live[k]]];
+        a[i * m + i] += lambda - hs->lambda; /* hd already holds hs->lambda */
+    }
+    /* Row-major a read as column-major is the same symmetric matrix; 'L'
+     * there is the row-major upper triangle, so after the last dpotrf the
+     * row-major upper triangle holds U with inv(A) = U^T U. */
+    int mm = (int)m, info = 0, bad = 0;
+    if (m > 0) {
+        dpotrf_("L", &mm, a, &mm, &info, 1);
+        bad = info != 0;
+        for (int64_t i = 0; i < m && !bad; i++)
+            bad = !(a[i * m + i] * a[i * m + i] > PIVOT_RATIO * hs->live_mean);
+        if (!bad) {
+            dpotri_("L", &mm, a, &mm, &info, 1);
+            bad = info != 0;
+        }
+        if (!bad) {
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t k = 0; k < i; k++)
+                    a[i * m + k] = a[k * m + i];
+            dpotrf_("L", &mm, a, &mm, &info, 1);
+            bad = info != 0;
+        }
+        for (int64_t i = 0; i < m && !bad; i++) {
+            for (int64_t k = i; k < m; k++)
+                bad |= !isfinite(a[i * m + k]);
+            bad |= !(a[i * m + i] > 0.0);
+        }
+    }
+    if (!bad && a == hs->u) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < i; k++)
+                a[i * n + k] = 0.0;
+    } else if (!bad) {
+        double *u = hs->u;
+        memset(u, 0, (size_t)n * (size_t)n * sizeof(double));
+        for (int64_t p = 0; p < n; p++)
+            if (hs->dead[hs->perm[p]]) {
+                const int64_t c = hs->perm[p];
+                u[p * n + p] = 1.0 / sqrt(hs->hd[c * n + c] + lambda - hs->lambda);
+            }
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t k = i; k < m; k++)
+                u[live[i] * n + live[k]] = a[i * m + k];
+    }
+    free(live);
+    if (a != hs->u)
+        free(a);
+    return bad;
+}
+
+/* Prepare h [n][n] (not modified) for GPTQ. bs: the block size (act order). */
+static int hess_prepare(gq_hess *hs, const double *h, int64_t n, int64_t bs, const qk_gptq_opts *o)
+{
+    memset(hs, 0, sizeof *hs);
+    hs->n = n;
+    size_t nn = (size_t)n * (size_t)n;
+    hs->hd = malloc(nn * sizeof(double));
+    hs->u = malloc(nn * sizeof(double));
+    hs->cw = malloc((size_t)n * sizeof(double));
+    hs->perm = malloc((size_t)n * sizeof(int64_t));
+    hs->pos = malloc((size_t)n * sizeof(int64_t));
+    hs->dead = calloc((size_t)n, 1);
+    double *diag = malloc((size_t)n * sizeof(double));
+    int rc = 0;
+    if (!hs->hd || !hs->u || !hs->cw || !hs->perm || !hs->pos || !hs->dead || !diag) {
+        rc = qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", n, n);
+        goto done;
+    }
+    double live = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = h[i * n + i];
+        if (!isfinite(d) || d < 0) {
+            rc = qk_error(isfinite(d) ? QK_EINVAL : QK_ENONFINITE,
+                          "Hessian diagonal element %" PRId64 " is %g (a Hessian X^T X has a finite, non-negative "
+                          "diagonal)", i, d);
+            goto done;
+        }
+        if (d == 0) {
+            hs->dead[i] = 1;
+            hs->n_dead++;
+        } else {
+            live += d;
+        }
+    }
+    hs->live_mean = hs->n_dead < n ? live / (double)(n - hs->n_dead) : 1.0;
+    for (size_t k = 0; k < nn; k++)
+        if (!isfinite(h[k])) {
+            rc = qk_error(QK_ENONFINITE, "Hessian element (%" PRId64 ", %" PRId64 ") is not finite",
+                          (int64_t)(k / (size_t)n), (int64_t)(k % (size_t)n));
+            goto done;
+        }
+    /* Dead columns (no input ever reached them) are decoupled: their H row
+     * and column are 0; the diagonal gets the live mean so damping keeps
+     * its scale, and the weights there are zeroed by the caller. */
+    memcpy(hs->hd, h, nn * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        if (hs->dead[i])
+            hs->hd[i * n + i] = hs->live_mean;
+        diag[i] = hs->hd[i * n + i];
+    }
+    if ((rc = make_order(hs, diag, bs, o->act_order)))
+        goto done;
+    double damp = o->damp;
+    for (;;) {
+        double lambda = damp * hs->live_mean;
+        int f = factor(hs, lambda);
+        if (f < 0) {
+            rc = f;
+            goto done;
+        }
+        if (f == 0) {
+            for (int64_t i = 0; i < n; i++)
+                hs->hd[i * n + i] += lambda - hs->lambda;
+            hs->lambda = lambda;
+            break;
+        }
+        damp = damp > 0 ? damp * 10 : 1e-4;
+        hs->n_raises++;
+        if (damp > MAX_DAMP) {
+            rc = qk_error(QK_ENONFINITE,
+                          "the Hessian cannot be factorized even with damping %g x its mean diagonal (calibration "
+                          "data degenerate?)", MAX_DAMP);
+            goto done;
+        }
+    }
+    hs->damp = damp;
+    for (int64_t c = 0; c < n; c++) {
+        double uu = hs->u[hs->pos[c] * n + hs->pos[c]];
+        hs->cw[c] = 1.0 / (uu * uu);
+    }
+done:
+    free(diag);
+    if (rc)
+        hess_free(hs);
+    return rc;
+}
+
+/* --------------------------------------------------------------- engine */
+
+typedef struct {
+    const gq_type *t;
+    const qk_gptq_opts *o;
+    int64_t rows, n, B;
+    size_t row_bytes;       /* bytes of the packed blocks of one row */
+    const float *w;         /* [rows][n] */
+    uint8_t *blocks;        /* [rows][row_bytes] */
+    float *deq;             /* [rows][n] or NULL */
+    const gq_hess *shared;  /* NULL: per-row Hessians through row_h */
+    qk_gptq_row_hessian_fn row_h;
+    void *row_ctx;
+    double *err, *err_gptq; /* [rows] */
+    double *row_damp;       /* [rows] (rowwise) */
+    int *row_raises;        /* [rows] (rowwise) */
+    int64_t *row_dead;      /* [rows] (rowwise) */
+    int rc;
+    int failed;             /* first failure claimed */
+    char msg[512];
+} gq_job;
+
+static void job_fail(gq_job *j, int rc)
+{
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&j->failed, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        snprintf(j->msg, sizeof j->msg, "%s", qk_errmsg());
+        __atomic_store_n(&j->rc, rc, __ATOMIC_RELEASE);
+    }
+}
+
+/* Refinement of one row on the objective r^T Hd r (r = w0 - v): see the
+ * header. g = Hd r is kept current. */
+static void refine_row(const gq_job *j, const gq_hess *hs, float *v, uint8_t *blk_row, double *g, double *phi)
+{
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs, nsub = bs / t->sub;
+    const double *H = hs->hd;
+    float nv[GQ_MAX_BS];
+    uint8_t save[GQ_MAX_BS + 64];
+    for (int pass = 0; pass < j->o->refine; pass++) {
+        /* 1. least-squares refit of each block's fp16 scales, codes fixed */
+        for (int64_t kb = 0; kb < n / bs; kb++) {
+            uint8_t *blk = blk_row + kb * t->bytes;
+            const int64_t c0 = kb * bs;
+            const int np = t->n_theta;
+            /* phi[p][jj]: d value / d theta_p */
+            for (int64_t jj = 0; jj < bs; jj++) {
+                int s = (int)(jj / t->sub);
+                float ca, cb;
+                gq_sub sp;
+                t->coef(t, blk, s, &ca, &cb);
+                t->params(t, blk, s, &sp);
+                int q = t->get_code(t, blk, (int)jj);
+                phi[jj] = (double)ca * ((double)gq_lev(t, q) + sp.c);
+                phi[bs + jj] = cb;
+            }
+            /* A = Phi^T Hbb Phi, rhs = Phi^T g_b */
+            double A[2][2] = {{0, 0}, {0, 0}}, rhs[2] = {0, 0}, *hphi = phi + 2 * bs;
+            for (int p = 0; p < np; p++) {
+                cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, phi + p * bs, 1,
+                            0.0, hphi, 1);
+                for (int p2 = 0; p2 < np; p2++)
+                    A[p2][p] = cblas_ddot((int)bs, phi + p2 * bs, 1, hphi, 1);
+                rhs[p] = cblas_ddot((int)bs, phi + p * bs, 1, g + c0, 1);
+            }
+            double dt[2] = {0, 0};
+            if (np == 1) {
+                if (!(A[0][0] > 0))
+                    continue;
+                dt[0] = rhs[0] / A[0][0];
+            } else {
+                double det = A[0][0] * A[1][1] - A[0][1] * A[1][0];
+                if (!(det > 1e-300 * fabs(A[0][0] * A[1][1])) || !(A[0][0] > 0))
+                    continue;
+                dt[0] = (A[1][1] * rhs[0] - A[0][1] * rhs[1]) / det;
+                dt[1] = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det;
+            }
+            memcpy(save, blk, t->bytes);
+            for (int p = 0; p < np; p++)
+                gq_theta_set(t, blk, p, (float)(gq_theta_get(t, blk, p) + dt[p]));
+            int ok = 1;
+            for (int s = 0; s < nsub && ok; s++) {
+                gq_sub sp;
+                t->params(t, blk, s, &sp);
+                for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
+                    nv[jj] = gq_value(t, &sp, t->get_code(t, blk, (int)jj));
+                    if (!isfinite(nv[jj]))
+                        ok = 0;
+                }
+            }
+            /* change of the objective: -2 dv^T g_b + dv^T Hbb dv */
+            double *dv = phi, delta = 0;
+            for (int64_t a = 0; a < bs; a++)
+                dv[a] = ok ? (double)nv[a] - v[c0 + a] : 0.0;
+            if (ok) {
+                cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, dv, 1, 0.0,
+                            hphi, 1);
+                delta = cblas_ddot((int)bs, dv, 1, hphi, 1) - 2 * cblas_ddot((int)bs, dv, 1, g + c0, 1);
+            }
+            if (!ok || !(delta < 0)) {
+                memcpy(blk, save, t->bytes);
+                continue;
+            }
+            /* g -= H[:, block] dv (rows of H by symmetry) */
+            cblas_dgemv(CblasRowMajor, CblasTrans, (int)bs, (int)n, -1.0, H + c0 * n, (int)n, dv, 1, 1.0, g, 1);
+            for (int64_t a = 0; a < bs; a++)
+                v[c0 + a] = nv[a];
+        }
+        /* 2. coordinate descent over codes: the unconstrained optimum of
+         * element c given the others is v_c + g_c / H_cc; try the code
+         * nearest to it and the two neighbours of the current code */
+        for (int64_t kb = 0; kb < n / bs; kb++) {
+            uint8_t *blk = blk_row + kb * t->bytes;
+            for (int s = 0; s < nsub; s++) {
+                gq_sub sp;
+                t->params(t, blk, s, &sp);
+                for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
+                    const int64_t c = kb * bs + jj;
+                    const double hcc = H[c * n + c];
+                    if (!(hcc > 0))
+                        continue;
+                    int q0 = t->get_code(t, blk, (int)jj), cand[3], best_q = q0;
+                    float tv;
+                    cand[0] = gq_nearest(t, &sp, (float)(v[c] + g[c] / hcc), &tv);
+                    cand[1] = q0 - 1;
+                    cand[2] = q0 + 1;
+                    double best = 0;
+                    float best_v = v[c];
+                    for (int k = 0; k < 3; k++) {
+                        if (cand[k] < 0 || cand[k] >= t->nlev || cand[k] == q0)
+                            continue;
+                        float cv = gq_value(t, &sp, cand[k]);
+                        double dv = (double)cv - v[c];
+                        double d = dv * dv * hcc - 2 * dv * g[c];
+                        if (d < best) {
+                            best = d;
+                            best_q = cand[k];
+                            best_v = cv;
+                        }
+                    }
+                    if (best_q == q0)
+                        continue;
+                    double dv = (double)best_v - v[c];
+                    const double *hc = H + c * n;
+                    for (int64_t k = 0; k < n; k++)
+                        g[k] -= dv * hc[k];
+                    v[c] = best_v;
+                    t->set_code(t, blk, (int)jj, best_q);
+                }
+            }
+        }
+    }
+}
+
+/* r^T Hd r minus the damping and dead-column terms = the undamped objective. */
+static double row_objective(const gq_hess *hs, const double *r, const double *g)
+{
+    double e = 0;
+    for (int64_t k = 0; k < hs->n; k++) {
+        e += r[k] * g[k] - hs->lambda * r[k] * r[k];
+        if (hs->dead[k])
+            e -= hs->live_mean * r[k] * r[k];
+    }
+    return e;
+}
+
+/* GPTQ over rows [r0, r0+R) with a prepared Hessian. */
+static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
+{
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs, B = j->B;
+    const double *U = hs->u;
+    size_t rn = (size_t)R * (size_t)n;
+    double *wp = malloc(rn * sizeof(double));        /* [R][n] weights being updated, permuted order */
+    double *err = malloc((size_t)R * (size_t)B * sizeof(double)); /* [R][B] scaled errors of the batch */
+    double *w0 = malloc(rn * sizeof(double));        /* [R][n] original weights, dead zeroed, original order */
+    double *g = malloc(rn * sizeof(double));         /* [R][n] Hd (w0 - v) */
+    double *r = malloc((size_t)n * sizeof(double));
+    double *phi = malloc(3 * GQ_MAX_BS * sizeof(double));
+    float *v = malloc(rn * sizeof(float));           /* [R][n] chosen values, original order */
+    float xb[GQ_MAX_BS], wb[GQ_MAX_BS], dec[GQ_MAX_BS];
+    int rc = 0;
+    if (!wp || !err || !w0 || !g || !r || !phi || !v) {
+        rc = qk_error(QK_ENOMEM, "out of memory for GPTQ rows of %" PRId64 " columns", n);
+        goto done;
+    }
+    for (int64_t i = 0; i < R; i++) {
+        const float *src = j->w + (size_t)(r0 + i) * (size_t)n;
+        for (int64_t c = 0; c < n; c++)
+            w0[i * n + c] = hs->dead[c] ? 0.0 : (double)src[c];
+        for (int64_t p = 0; p < n; p++)
+            wp[i * n + p] = w0[i * n + hs->perm[p]];
+    }
+    for (int64_t b0 = 0; b0 < n && !rc; b0 += B) {
+        const int64_t b1 = b0 + B < n ? b0 + B : n, bw = b1 - b0;
+        for (int64_t i = 0; i < R && !rc; i++) {
+            double *wr = wp + i * n;
+            uint8_t *brow = j->blocks + (size_t)(r0 + i) * j->row_bytes;
+            float *vr = v + i * n;
+            gq_sub sp[GQ_MAX_SUB];
+            int64_t kb = -1;
+            for (int64_t p = b0; p < b1; p++) {
+                const int64_t c = hs->perm[p];
+                if (p % bs == 0) {
+                    /* a new block: its scales from its columns' current weights */
+                    kb = c / bs;
+                    for (int64_t jj = 0; jj < bs; jj++) {
+                        xb[jj] = (float)wr[hs->pos[kb * bs + jj]];
+                        wb[jj] = (float)hs->cw[kb * bs + jj];
+                    }
+                    uint8_t *blk = brow + kb * t->bytes;
+                    t->choose(t, xb, wb, blk, j->o->search);
+                    for (int s = 0; s < bs / t->sub; s++) {
+                        t->params(t, blk, s, &sp[s]);
+                        if (!isfinite(sp[s].a) || !isfinite(sp[s].b)) {
+                            rc = qk_error(QK_ELIMIT, "row %" PRId64 " block %" PRId64 ": a scale overflows fp16",
+                                          r0 + i, kb);
+                            break;
+                        }
+                    }
+                    if (rc)
+                        break;
+                }
+                const int64_t jj = c - kb * bs;
+                float val;
+                int q = gq_nearest(t, &sp[jj / t->sub], (float)wr[p], &val);
+                t->set_code(t, brow + kb * t->bytes, (int)jj, q);
+                vr[c] = val;
+                const double *ur = U + p * n;
+                const double e = (wr[p] - val) / ur[p];
+                err[i * bw + (p - b0)] = e;
+                for (int64_t k = p + 1; k < b1; k++)
+                    wr[k] -= e * ur[k];
+            }
+        }
+        if (!rc && b1 < n)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(n - b1), (int)bw, -1.0, err, (int)bw,
+                        U + b0 * n + b1, (int)n, 1.0, wp + b1, (int)n);
+    }
+    if (rc)
+        goto done;
+    /* g = (w0 - v) Hd for all rows at once */
+    for (size_t k = 0; k < rn; k++)
+        wp[k] = w0[k] - (double)v[k];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)n, 1.0, wp, (int)n, hs->hd, (int)n,
+                0.0, g, (int)n);
+    for (int64_t i = 0; i < R && !rc; i++) {
+        const int64_t row = r0 + i;
+        uint8_t *brow = j->blocks + (size_t)row * j->row_bytes;
+        float *vr = v + i * n;
+        double *gr = g + i * n;
+        j->err_gptq[row] = row_objective(hs, wp + i * n, gr);
+        if (j->o->refine > 0)
+            refine_row(j, hs, vr, brow, gr, phi);
+        for (int64_t k = 0; k < n; k++)
+            r[k] = w0[i * n + k] - (double)vr[k];
+        j->err[row] = row_objective(hs, r, gr);
+        /* the bytes must decode to exactly the values used */
+        for (int64_t kb = 0; kb < n / bs && !rc; kb++) {
+            gq_decode(t, brow + kb * t->bytes, dec);
+            for (int64_t jj = 0; jj < bs; jj++)
+                if (!(dec[jj] == vr[kb * bs + jj])) {
+                    rc = qk_error(QK_EFORMAT,
+                                  "internal error: %s block %" PRId64 " of row %" PRId64 " decodes element %" PRId64
+                                  " to %.9g, not the %.9g chosen", t->type >= 0 ? qk_type_name(t->type) : "GPTQ",
+                                  kb, row, jj, (double)dec[jj], (double)vr[kb * bs + jj]);
+                    break;
+                }
+        }
+        if (j->deq)
+            memcpy(j->deq + (size_t)row * (size_t)n, vr, (size_t)n * sizeof(float));
+    }
+done:
+    free(wp);
+    free(err);
+    free(w0);
+    free(g);
+    free(r);
+    free(phi);
+    free(v);
+    return rc;
+}
+
+static void task_shared(void *ctx, int64_t ci, int thread)
+{
+    (void)thread;
+    gq_job *j = ctx;
+    if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
+        return;
+    int64_t r0 = ci * ROW_CHUNK, R = j->rows - r0 < ROW_CHUNK ? j->rows - r0 : ROW_CHUNK;
+    int rc = run_rows(j, j->shared, r0, R);
+    if (rc)
+        job_fail(j, rc);
+}
+
+static void task_rowwise(void *ctx, int64_t row, int thread)
+{
+    (void)thread;
+    gq_job *j = ctx;
+    if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
+        return;
+    gq_hess hs;
+    double *h = malloc((size_t)j->n * (size_t)j->n * sizeof(double));
+    int rc = h ? 0 : qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", j->n, j->n);
+    if (!rc && (rc = j->row_h(j->row_ctx, row, h)) == 0 && (rc = hess_prepare(&hs, h, j->n, j->t->bs, j->o)) == 0) {
+        j->row_damp[row] = hs.damp;
+        j->row_raises[row] = hs.n_raises;
+        j->row_dead[row] = hs.n_dead;
+        rc = run_rows(j, &hs, row, 1);
+        hess_free(&hs);
+    } else if (rc) {
+        qk_error_prefix(rc, "row Hessian");
+    }
+    free(h);
+    if (rc) {
+        char m[400];
+        snprintf(m, sizeof m, "%s", qk_errmsg());
+        job_fail(j, qk_error(rc, "row %" PRId64 ": %s", row, m));
+    }
+}
+
+static int check_args(const qk_gptq_opts *o, const gq_type *t, const float *w, int64_t rows, int64_t cols)
+{
+    if (!t)
+        return qk_error(QK_EINVAL, "GPTQ does not support type %s (supported: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, "
+                                   "IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)", qk_type_name(o->type));
+    if (rows <= 0 || cols <= 0 || cols % t->bs)
+        return qk_error(QK_EINVAL, "GPTQ into %s: %" PRId64 " columns are not a positive multiple of its %d-element "
+                                   "block", t->type >= 0 ? qk_type_name(t->type) : "the GPTQ layout", cols, t->bs);
+    if (cols > INT32_MAX / 2 || rows > INT32_MAX)
+        return qk_error(QK_ELIMIT, "GPTQ: %" PRId64 " x %" PRId64 " is beyond BLAS's 32-bit sizes", rows, cols);
+    if (!(o->damp >= 0 && o->damp <= MAX_DAMP))
+        return qk_error(QK_EINVAL, "GPTQ damping %g outside [0, %g]", o->damp, MAX_DAMP);
+    if (o->refine < 0 || o->refine > 100)
+        return qk_error(QK_EINVAL, "GPTQ refinement passes %d outside [0, 100]", o->refine);
+    int64_t bad = qk_find_nonfinite(w, rows * cols);
+    if (bad >= 0)
+        return qk_error(QK_ENONFINITE, "weight %" PRId64 " (row %" PRId64 ") is not finite", bad, bad / cols);
+    return 0;
+}
+
+/* Shared driver: blocks (rows x row_bytes) out, internal format of t. */
+static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64_t rows, int64_t cols,
+                  const double *h, qk_gptq_row_hessian_fn row_h, void *row_ctx, uint8_t *blocks, float *deq,
+                  qk_pool *pool, qk_gptq_stats *st)
+{
+    double t0 = qk_now();
+    int rc = check_args(o, t, w, rows, cols);
+    if (rc)
+        return rc;
+    gq_job j = {.t = t, .o = o, .rows = rows, .n = cols, .w = w, .blocks = blocks, .deq = deq, .row_h = row_h,
+                .row_ctx = row_ctx};
+    int64_t B = o->batch > 0 ? o->batch : 128;
+    j.B = (B + t->bs - 1) / t->bs * t->bs;
+    j.row_bytes = (size_t)(cols / t->bs) * t->bytes;
+    gq_hess hs;
+    int have_hs = 0;
+    j.err = calloc((size_t)rows, sizeof(double));
+    j.err_gptq = calloc((size_t)rows, sizeof(double));
+    if (row_h) {
+        j.row_damp = calloc((size_t)rows, sizeof(double));
+        j.row_raises = calloc((size_t)rows, sizeof(int));
+        j.row_dead = calloc((size_t)rows, sizeof(int64_t));
+    }
+    if (!j.err || !j.err_gptq || (row_h && (!j.row_damp || !j.row_raises || !j.row_dead))) {
+        rc = qk_error(QK_ENOMEM, "out of memory");
+        goto done;
+    }
+    openblas_set_num_threads(1); /* the pool parallelises over rows */
+    if (!row_h) {
+        if ((rc = hess_prepare(&hs, h, cols, t->bs, o)))
+            goto done;
+        have_hs = 1;
+        j.shared = &hs;
+        qk_pool_run(pool, (rows + ROW_CHUNK - 1) / ROW_CHUNK, 1, task_shared, &j);
+    } else {
+        qk_pool_run(pool, rows, 1, task_rowwise, &j);
+    }
+    if (j.failed) {
+        rc = qk_error(j.rc, "%s", j.msg);
+        goto done;
+    }
+    if (st) {
+        memset(st, 0, sizeof *st);
+        for (int64_t r = 0; r < rows; r++) { /* in row order: the sums do not depend on threads */
+            st->err += j.err[r];
+            st->err_gptq += j.err_gptq[r];
+        }
+        if (have_hs) {
+            st->damp = hs.damp;
+            st->n_raises = hs.n_raises;
+            st->n_dead = hs.n_dead;
+        } else {
+            for (int64_t r = 0; r < rows; r++) {
+                st->damp = j.row_damp[r] > st->damp ? j.row_damp[r] : st->damp;
+                st->n_raises = j.row_raises[r] > st->n_raises ? j.row_raises[r] : st->n_raises;
+                st->n_dead = j.row_dead[r] > st->n_dead ? j.row_dead[r] : st->n_dead;
+            }
+        }
+        st->seconds = qk_now() - t0;
+    }
+done:
+    if (have_hs)
+        hess_free(&hs);
+    free(j.err);
+    free(j.err_gptq);
+    free(j.row_damp);
+    free(j.row_raises);
+    free(j.row_dead);
+    return rc;
+}
+
+int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
+                     float *deq, qk_pool *pool, qk_gptq_stats *st)
+{
+    if (o->type == QK_GPTQ_LAYOUT)
+        return qk_error(QK_EINVAL, "the GPTQ layout is written with qk_gptq_quantize_layout");
+    return gq_run(o, gq_type_get(o->type), w, rows, cols, h, NULL, NULL, dst, deq, pool, st);
+}
+
+int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols,
+                             qk_gptq_row_hessian_fn row_h, void *ctx, void *dst, float *deq, qk_pool *pool,
+                             qk_gptq_stats *st)
+{
+    if (o->type == QK_GPTQ_LAYOUT)
+        return qk_error(QK_EINVAL, "per-row Hessians are for ggml types");
+    return gq_run(o, gq_type_get(o->type), w, rows, cols, NULL, row_h, ctx, dst, deq, pool, st);
+}
+
+int qk_gptq_quantize_layout(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h,
+                            uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
+                            qk_gptq_stats *st)
+{
+    if (o->type != QK_GPTQ_LAYOUT || (o->layout_bits != 4 && o->layout_bits != 8) || o->layout_group <= 0 ||
+        o->layout_group > GQ_MAX_BS)
+        return qk_error(QK_EINVAL, "GPTQ layout: bits %d / group %" PRId64 " unsupported (4 or 8 bits, groups up to %d)",
+                        o->layout_bits, o->layout_group, GQ_MAX_BS);
+    gq_type t;
+    gq_type_gptq(&t, o->layout_bits, o->layout_group, o->layout_sym);
+    if (cols % t.bs)
+        return qk_error(QK_EINVAL, "GPTQ layout: %" PRId64 " columns are not a multiple of the group size %d", cols, t.bs);
+    const int64_t ng = cols / t.bs;
+    uint8_t *blocks = malloc((size_t)rows * (size_t)ng * t.bytes);
+    if (!blocks)
+        return qk_error(QK_ENOMEM, "out of memory");
+    int rc = gq_run(o, &t, w, rows, cols, h, NULL, NULL, blocks, deq, pool, st);
+    for (int64_t r = 0; r < rows && !rc; r++)
+        for (int64_t g = 0; g < ng; g++) {
+            const uint8_t *b = blocks + ((size_t)r * (size_t)ng + (size_t)g) * t.bytes;
+            scale[r * ng + g] = qk_rd_u16(b);
+            zero[r * ng + g] = qk_rd_u16(b + 2);
+            memcpy(q + r * cols + g * t.bs, b + 4, (size_t)t.bs);
+        }
+    free(blocks);
+    return rc;
+}
+
+double qk_gptq_layer_error(const float *w, const float *q, int64_t rows, int64_t cols, const double *h)
+{
+    double total = 0;
+    double *r = malloc((size_t)cols * sizeof(double));
+    if (!r)
+        return NAN;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t k = 0; k < cols; k++)
+            r[k] = (double)w[i * cols + k] - (double)q[i * cols + k];
+        for (int64_t a = 0; a < cols; a++) {
+            if (r[a] == 0)
+                continue;
+            double s = 0;
+            for (int64_t b = 0; b < cols; b++)
+                s += h[a * cols + b] * r[b];
+            total += r[a] * s;
+        }
+    }
+    free(r);
+    return total;
+}
