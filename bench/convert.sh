@@ -17,6 +17,8 @@
 # The output is deleted before every run (so each run writes a new file, and
 # the disk never holds two outputs) and at the end unless --keep-output.
 # GB are 10^9 bytes, MB of RSS are 2^20 bytes (as /usr/bin/time's kbytes / 1024).
+# "load" is the 1-minute load average just before the run: other work on the
+# machine competes for the CPUs and the disk.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +31,7 @@ MODES=auto
 BUILD=1
 KEEP_OUTPUT=0
 CLEAN=0
+CONVERT=${QK_CONVERT:-$ROOT/bin/qk-convert}
 DIR=${QK_BENCH_DIR:-$ROOT/bench/out}
 
 usage() {
@@ -49,6 +52,8 @@ Options:
                     can be dropped, else warm)
   --dir DIR         where the checkpoint and output go (default \$QK_BENCH_DIR
                     or bench/out)
+  --convert PATH    the qk-convert binary to time (default \$QK_CONVERT or
+                    bin/qk-convert), e.g. a patched build to compare
   --no-build        do not run make first
   --keep-output     keep the converted .gguf
   --clean           delete the generated checkpoint at the end too
@@ -66,6 +71,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
     --modes) MODES=${2:?--modes needs a value}; shift 2 ;;
     --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
+    --convert) CONVERT=${2:?--convert needs a value}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep-output) KEEP_OUTPUT=1; shift ;;
     --clean) CLEAN=1; shift ;;
@@ -106,7 +112,6 @@ if [ "$BUILD" = 1 ]; then
     make -s -C "$ROOT/bench" >&2
 fi
 SYNTH=$ROOT/bench/bin/qk-synth
-CONVERT=$ROOT/bin/qk-convert
 INSPECT=$ROOT/bin/qk-inspect
 for t in "$SYNTH" "$CONVERT" "$INSPECT"; do
     [ -x "$t" ] || die "$t is not built (run 'make' and 'make -C bench')"
@@ -167,7 +172,7 @@ echo
 echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:  $(nproc) CPUs ($CPU), $MEM RAM, kernel $(uname -r)"
 echo "disk:     $DIR on $(df --output=source,fstype "$DIR" | tail -n 1 | tr -s ' '), $(gb "$AVAIL") free"
-echo "quantkit: $("$CONVERT" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common formats convert include 2>/dev/null || echo '+changes'))"
+echo "quantkit: $("$CONVERT" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common formats convert include 2>/dev/null || echo '+changes')), $CONVERT"
 echo
 
 # ------------------------------------------------------------- generate
@@ -195,8 +200,8 @@ echo "  \$ qk-convert $CKPT -o $OUT --outtype $OUTTYPE"
 echo
 
 # ------------------------------------------------------------------ runs
-printf '| run | cache | seconds | input GB/s | peak RSS (MB) | user s | sys s | major faults | output bytes |\n'
-printf '|----:|:------|--------:|-----------:|--------------:|-------:|------:|-------------:|-------------:|\n'
+printf '| run | cache | seconds | input GB/s | peak RSS (MB) | user s | sys s | major faults | output bytes | load |\n'
+printf '|----:|:------|--------:|-----------:|--------------:|-------:|------:|-------------:|-------------:|-----:|\n'
 : >"$WORK/results"
 run=0
 for mode in ${MODES//,/ }; do
@@ -209,6 +214,7 @@ for mode in ${MODES//,/ }; do
         else
             cat "$CKPT"/*.safetensors > /dev/null
         fi
+        load=$(cut -d ' ' -f 1 /proc/loadavg)
         t0=$(now)
         if ! /usr/bin/time -v -o "$WORK/run.time" "$CONVERT" "$CKPT" -o "$OUT" --outtype "$OUTTYPE" -q \
             2>"$WORK/run.err"; then
@@ -223,8 +229,8 @@ for mode in ${MODES//,/ }; do
         majf=$(field 'Major (requiring I/O) page faults' "$WORK/run.time")
         ob=$(stat -c %s "$OUT")
         rate=$(awk -v b="$IN_FILE_BYTES" -v s="$s" 'BEGIN { printf "%.2f", b / 1e9 / s }')
-        printf '| %d | %s | %s | %s | %d | %s | %s | %s | %s |\n' "$run" "$mode" "$s" "$rate" "$rss" "$user" "$sys" \
-            "$majf" "$ob"
+        printf '| %d | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n' "$run" "$mode" "$s" "$rate" "$rss" "$user" "$sys" \
+            "$majf" "$ob" "$load"
         echo "$mode $s $rate $rss" >>"$WORK/results"
     done
 done

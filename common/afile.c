@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #define AFILE_BUF (8u << 20)
+/* Written bytes left in the page cache behind the write position. Beyond
+ * it, pages are written back and dropped as the file grows (see writeback). */
+#define AFILE_WB_BEHIND (64u << 20)
 #define N_SLOTS 64
 
 /* Temporary paths the signal handler removes: files are unlinked, directories
@@ -113,6 +116,8 @@ struct qk_afile {
     uint8_t *buf;
     size_t buf_n;
     uint64_t flushed; /* bytes already in the file */
+    uint64_t wb_started; /* [0, wb_started) has been handed to writeback */
+    uint64_t wb_dropped; /* [0, wb_dropped) is on disk and out of the page cache */
     int failed;
 };
 
@@ -187,6 +192,28 @@ int qk_afile_open(qk_afile **out, const char *path)
     return 0;
 }
 
+/* Stream large outputs to disk instead of letting them pile up as dirty
+ * page cache: start writeback of what was just written, and once a range is
+ * AFILE_WB_BEHIND behind the write position wait for it and drop it. A
+ * multi-GB output written plainly fills memory with dirty pages whose
+ * reclaim costs more CPU than the copy (4 GB: 10 s system time plainly,
+ * 1.3 s this way) and leaves fsync() a long queue. Hints only: errors are
+ * ignored, and fsync() at commit still makes the file durable. */
+static void writeback(qk_afile *f)
+{
+    if (f->flushed > f->wb_started) {
+        sync_file_range(f->fd, (off_t)f->wb_started, (off_t)(f->flushed - f->wb_started), SYNC_FILE_RANGE_WRITE);
+        f->wb_started = f->flushed;
+    }
+    if (f->flushed >= f->wb_dropped + 2 * (uint64_t)AFILE_WB_BEHIND) {
+        uint64_t end = f->flushed - AFILE_WB_BEHIND;
+        sync_file_range(f->fd, (off_t)f->wb_dropped, (off_t)(end - f->wb_dropped),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        posix_fadvise(f->fd, (off_t)f->wb_dropped, (off_t)(end - f->wb_dropped), POSIX_FADV_DONTNEED);
+        f->wb_dropped = end;
+    }
+}
+
 static int write_all(qk_afile *f, const uint8_t *p, size_t n)
 {
     while (n) {
@@ -203,6 +230,7 @@ static int write_all(qk_afile *f, const uint8_t *p, size_t n)
         n -= (size_t)w;
         f->flushed += (uint64_t)w;
     }
+    writeback(f);
     return 0;
 }
 

@@ -76,6 +76,34 @@ static int check_finite(const opts_t *o, const qk_model_tensor *t, const float *
     return 0;
 }
 
+/* Magnitude from which narrowing a float to `type` (round to nearest even)
+ * gives Inf: F16 65520 (= 65504 + half an ULP), BF16 bits 0x7f7f8000; F32
+ * none (Inf, so the test below is just "finite"). */
+static float overflow_limit(int type)
+{
+    uint32_t u = 0x7f7f8000u;
+    float bf16_lim;
+    memcpy(&bf16_lim, &u, 4);
+    return type == QK_TYPE_F16 ? 65520.0f : type == QK_TYPE_BF16 ? bf16_lim : INFINITY;
+}
+
+/* 1 when every |x[i]| < lim (NaN compares false). Eight lanes, no early
+ * exit, so the compiler vectorizes it; a failing row is re-scanned for the
+ * message. */
+static int all_below(const float *x, int64_t n, float lim)
+{
+    int bad[8] = {0}, b = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            bad[k] |= !(fabsf(x[i + k]) < lim);
+    for (; i < n; i++)
+        b |= !(fabsf(x[i]) < lim);
+    for (int k = 0; k < 8; k++)
+        b |= bad[k];
+    return !b;
+}
+
 /* Stream one tensor: rows in canonical order (or HF order when hf_rows),
  * converted to `type`, through emit(). */
 typedef int (*emit_fn)(void *ctx, const void *data, size_t n);
@@ -102,6 +130,7 @@ static int stream_tensor(const opts_t *o, const qk_model *m, const qk_model_tens
         return qk_error(QK_ENOMEM, "out of memory converting '%s'", t->name);
     }
     int raw = type == t->type && t->src_ne0 == ne0 && !qk_type_get(type)->is_quantized;
+    float lim = otr->is_quantized ? INFINITY : overflow_limit(type);
     for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk) {
         int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         for (int64_t i = 0; i < n && !rc; i++) {
@@ -121,25 +150,30 @@ static int stream_tensor(const opts_t *o, const qk_model *m, const qk_model_tens
                     rc = check_finite(o, t, fbuf, ne0, r * ne0);
                 }
             } else {
+                /* one range test on the input covers NaN, Inf and overflow
+                 * on narrowing; details only for a row that fails it */
                 rc = qk_model_row_f32(m, t, r, fbuf);
-                if (!rc)
+                if (!rc && !o->allow_nonfinite && !all_below(fbuf, ne0, lim)) {
                     rc = check_finite(o, t, fbuf, ne0, r * ne0);
-                if (!rc) {
-                    otr->from_float_ref(fbuf, dst, ne0, NULL);
-                    /* narrowing may overflow to Inf: refuse rather than write a broken model */
-                    if (type != QK_TYPE_F32 && !o->allow_nonfinite) {
-                        otr->to_float(dst, fbuf, ne0);
-                        for (int64_t k = 0; k < ne0 && !rc; k++)
-                            if (!isfinite(fbuf[k]))
-                                rc = qk_error(QK_ENONFINITE, "%s: tensor '%s' element %lld overflows %s", o->input,
-                                              t->name, (long long)(r * ne0 + k), otr->name);
-                    }
+                    for (int64_t k = 0; k < ne0 && !rc; k++)
+                        if (!(fabsf(fbuf[k]) < lim))
+                            rc = qk_error(QK_ENONFINITE, "%s: tensor '%s' element %lld overflows %s", o->input,
+                                          t->name, (long long)(r * ne0 + k), otr->name);
                 }
+                if (!rc)
+                    otr->from_float_ref(fbuf, dst, ne0, NULL);
             }
         }
         if (!rc)
             rc = emit(ctx, obuf, (size_t)n * out_row);
         qk_progress_add(prog, (uint64_t)n * out_row);
+        /* rows read in order: release them now, so at most one chunk of the
+         * input is resident (permuted q/k rows wait for the tensor's end) */
+        if (!rc && hf_heads == 0 && t->perm_heads == 0 && t->map && r0 < t->src_rows) {
+            int64_t e = r0 + n < t->src_rows ? r0 + n : t->src_rows;
+            qk_mmap_release(t->map, (uint64_t)(t->data - t->map->data) + (uint64_t)r0 * t->src_row_bytes,
+                            (uint64_t)(e - r0) * t->src_row_bytes);
+        }
     }
     free(obuf);
     free(fbuf);
