@@ -3,6 +3,10 @@
 # and we are root (or sudo works without a password), else print the command.
 PKGS="zlib1g-dev libcjson-dev libopenblas-dev libxxhash-dev check pkg-config"
 missing=0
+if ! command -v cc >/dev/null 2>&1; then
+    PKGS="build-essential $PKGS"
+    missing=1
+fi
 if ! command -v pkg-config >/dev/null 2>&1; then
     missing=1
 else
