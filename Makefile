@@ -99,3 +99,34 @@ help:
 	@sed -n '1,12p' Makefile
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+
+# ------------------------------------------------------------------ fuzzing
+# make fuzz        libFuzzer targets (clang, ASan + UBSan) in build/fuzz/
+# make fuzz-smoke  each target for FUZZ_TIME seconds on seeds derived from
+#                  ../shared/data (tests/fuzz/seeds.sh) and the committed cases
+#                  (tests/fuzz/cases/); fails on any crash, leak or timeout.
+# docs/SECURITY.md says more (long runs, adding a target).
+FUZZ_CC    ?= clang
+FUZZ_DIR   := build/fuzz
+FUZZ_TIME  ?= 20
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: fuzz fuzz-build fuzz-smoke
+
+fuzz:
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) BUILD=$(FUZZ_DIR)/obj BIN=$(FUZZ_DIR)/bin \
+	    OPT="-O1 -gline-tables-only" SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-build
+
+# Only meaningful inside `make fuzz` (BUILD and flags set there).
+.SECONDARY: $(BUILD)/tests/fuzz/fz_util.o
+fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/%) $(FUZZ_DIR)/mkseeds
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/tests/fuzz/fz_util.o $(LIB)
+	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+$(FUZZ_DIR)/mkseeds: tests/fuzz/mkseeds.c $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz-smoke: fuzz
+	@sh tests/fuzz/run.sh -t $(FUZZ_TIME)

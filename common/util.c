@@ -1,7 +1,8 @@
-/* Parsing of sizes and percentages, byte formatting. */
+/* Parsing of sizes and percentages, byte formatting, JSON size limits. */
 #include "quantkit/common.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,4 +70,35 @@ const char *qk_fmt_bytes(uint64_t n, char buf[32])
     else
         snprintf(buf, 32, "%.2f %s", v, u[i]);
     return buf;
+}
+
+int qk_json_check_limits(const char *path, const char *what, const char *s, size_t n, int max_depth,
+                         int64_t max_values)
+{
+    int depth = 0;
+    int64_t values = 1;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '"') {
+            /* skip the string; a backslash escapes the next byte */
+            for (i++; i < n && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return qk_error(QK_ELIMIT, "%s: %s nests deeper than %d levels at offset %zu", path, what,
+                                max_depth, i);
+        } else if (c == ']' || c == '}') {
+            depth--; /* unbalanced text is the parser's to reject */
+            continue;
+        } else if (c != ',') {
+            continue;
+        }
+        if (++values > max_values)
+            return qk_error(QK_ELIMIT, "%s: %s holds more than %" PRId64 " values (at offset %zu); not a file quantkit reads",
+                            path, what, max_values, i);
+    }
+    return 0;
 }

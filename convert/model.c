@@ -15,6 +15,10 @@
 
 #define MAX_LAYERS 4096
 #define MAX_CONFIG_BYTES (16u << 20)
+/* config.json holds a few dozen values a few levels deep; the bounds keep
+ * cJSON's tree (64 bytes per value) and recursion small on hostile text. */
+#define MAX_CONFIG_DEPTH 64
+#define MAX_CONFIG_VALUES (1 << 16)
 
 struct qk_model {
     qk_model_config cfg;
@@ -28,6 +32,7 @@ struct qk_model {
     qk_gptq_tensor *gq; /* [capacity of t]: GPTQ layers, pointed to by t[i].gptq */
     int64_t n_t;
     uint64_t source_bytes;
+    float **scales; /* [2 * n_t] or NULL: owned col/row scale vectors (qk_model_set_scales) */
 };
 
 /* ------------------------------------------------------------- RoPE rows */
@@ -61,7 +66,7 @@ int64_t qk_model_tensor_nelem(const qk_model_tensor *t) { return t->ne[0] * qk_m
 
 const uint8_t *qk_model_row_raw(const qk_model_tensor *t, int64_t r)
 {
-    if (t->gptq || t->src_ne0 != t->ne[0] || r >= t->src_rows)
+    if (t->gptq || t->src_ne0 != t->ne[0] || r >= t->src_rows || t->col_scale || t->row_scale)
         return NULL;
     int64_t sr = t->perm_heads > 0 ? qk_rope_perm_row(r, t->src_rows, t->perm_heads) : r;
     return t->data + (uint64_t)sr * t->src_row_bytes;
@@ -91,6 +96,12 @@ int qk_model_row_f32(const qk_model *m, const qk_model_tensor *t, int64_t r, flo
         tr->to_float(t->data + (uint64_t)sr * t->src_row_bytes, dst, t->src_ne0);
     if (t->src_ne0 < t->ne[0])
         memset(dst + t->src_ne0, 0, (size_t)(t->ne[0] - t->src_ne0) * sizeof(float));
+    if (t->col_scale)
+        for (int64_t j = 0; j < t->src_ne0; j++)
+            dst[j] *= t->col_scale[j];
+    if (t->row_scale)
+        for (int64_t j = 0; j < t->src_ne0; j++)
+            dst[j] *= t->row_scale[r];
     return 0;
 }
 
@@ -113,6 +124,40 @@ void qk_model_release(const qk_model_tensor *t)
     }
     if (t->map && t->data && t->nbytes)
         qk_mmap_release(t->map, (uint64_t)(t->data - t->map->data), t->nbytes);
+}
+
+int qk_model_set_scales(qk_model *m, const char *name, const float *col_scale, const float *row_scale)
+{
+    int64_t i = 0;
+    while (i < m->n_t && strcmp(m->t[i].name, name))
+        i++;
+    if (i == m->n_t)
+        return qk_error(QK_ENOTFOUND, "%s: no tensor '%s'", m->path, name);
+    qk_model_tensor *t = &m->t[i];
+    const int64_t n[2] = {t->ne[0], qk_model_tensor_rows(t)};
+    const float *src[2] = {col_scale, row_scale};
+    for (int k = 0; k < 2; k++)
+        for (int64_t j = 0; src[k] && j < n[k]; j++)
+            if (!isfinite(src[k][j]))
+                return qk_error(QK_ENONFINITE, "tensor '%s': %s scale %lld is %g", name, k ? "row" : "column",
+                                (long long)j, (double)src[k][j]);
+    if (!m->scales && !(m->scales = calloc((size_t)m->n_t * 2, sizeof *m->scales)))
+        return qk_error(QK_ENOMEM, "out of memory");
+    float *v[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++)
+        if (src[k] && !(v[k] = malloc((size_t)n[k] * sizeof(float)))) {
+            free(v[0]);
+            return qk_error(QK_ENOMEM, "out of memory for the scales of '%s'", name);
+        }
+    for (int k = 0; k < 2; k++) {
+        if (v[k])
+            memcpy(v[k], src[k], (size_t)n[k] * sizeof(float));
+        free(m->scales[2 * i + k]);
+        m->scales[2 * i + k] = v[k];
+    }
+    t->col_scale = v[0];
+    t->row_scale = v[1];
+    return 0;
 }
 
 /* -------------------------------------------------------------- accessors */
@@ -145,6 +190,9 @@ void qk_model_close(qk_model *m)
     qk_st_set_close(m->st);
     qk_llama2c_close(m->l2c);
     qk_vocab_free(m->vocab);
+    for (int64_t i = 0; m->scales && i < 2 * m->n_t; i++)
+        free(m->scales[i]);
+    free(m->scales);
     free(m->t);
     free(m->gq);
     free(m->path);
@@ -506,9 +554,14 @@ static int read_quant_config(qk_model_config *c, const cJSON *q, const char *pat
 int qk_model_read_hf_config(qk_model_config *c, const char *cfg_path)
 {
     char *txt = NULL;
-    int rc = qk_read_file(&txt, NULL, cfg_path, MAX_CONFIG_BYTES);
+    size_t len = 0;
+    int rc = qk_read_file(&txt, &len, cfg_path, MAX_CONFIG_BYTES);
     if (rc)
         return rc;
+    if ((rc = qk_json_check_limits(cfg_path, "config JSON", txt, len, MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES))) {
+        free(txt);
+        return rc;
+    }
     cJSON *j = cJSON_Parse(txt);
     free(txt);
     if (!j || !cJSON_IsObject(j)) {

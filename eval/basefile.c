@@ -17,6 +17,9 @@
 #define HDR_BYTES (8 + 4 + 4 + 5 * 8 + 4 * 8)
 #define MAX_POS (1ll << 32)
 #define MAX_K 1024
+/* deflate never compresses better than ~1032:1: a header claiming more raw
+ * bytes than this times the stored stream is refused before allocating */
+#define ZLIB_MAX_RATIO 1100u
 
 static size_t payload_raw_bytes(int64_t n_pos, int64_t k)
 {
@@ -135,6 +138,13 @@ int qk_base_results_load(qk_base_results **out, const char *path)
         goto done;
     }
     size_t raw_n = payload_raw_bytes(b->n_pos, b->k);
+    if (raw_n / ZLIB_MAX_RATIO > comp_n) {
+        rc = qk_error(QK_EFORMAT,
+                      "%s: header claims %lld positions x top-%lld (%zu bytes) but the payload has only %llu "
+                      "compressed bytes",
+                      path, (long long)b->n_pos, (long long)b->k, raw_n, (unsigned long long)comp_n);
+        goto done;
+    }
     raw = malloc(raw_n);
     b->lp_correct = malloc((size_t)b->n_pos * 4);
     b->top1 = malloc((size_t)b->n_pos * 4);

@@ -40,6 +40,8 @@ struct qk_gguf_writer {
     int checksums;
     qk_gguf_kv *kvs; /* [n_kv], file order */
     int64_t n_kv, cap_kv;
+    int64_t *kv_slots; /* key hash -> index + 1 (0 empty), open addressing, at most half full */
+    uint64_t kv_mask;  /* slots - 1 (0 while kv_slots is NULL) */
     wtensor *ts;     /* [n_ts], file order */
     int64_t n_ts, cap_ts;
 
@@ -89,6 +91,7 @@ void qk_gguf_writer_free(qk_gguf_writer *w)
     for (int64_t i = 0; i < w->n_kv; i++)
         qk_gguf_kv_clear(&w->kvs[i]);
     free(w->kvs);
+    free(w->kv_slots);
     for (int64_t i = 0; i < w->n_ts; i++)
         free(w->ts[i].name);
     free(w->ts);
@@ -105,12 +108,44 @@ void qk_gguf_writer_set_checksums(qk_gguf_writer *w, int on)
 
 /* ------------------------------------------------------------- metadata */
 
+/* Keys are found through a hash table: copying the keys of a hostile file
+ * (up to QK_GGUF_MAX_KV) must not take quadratic time. */
 static int64_t kv_index(const qk_gguf_writer *w, const char *key, uint64_t len)
 {
-    for (int64_t i = 0; i < w->n_kv; i++)
+    if (!w->kv_slots) { /* no table (nothing added yet, or out of memory rebuilding it) */
+        for (int64_t i = 0; i < w->n_kv; i++)
+            if (w->kvs[i].key.len == len && !memcmp(w->kvs[i].key.s, key, (size_t)len))
+                return i;
+        return -1;
+    }
+    for (uint64_t pos = qk_hash64(key, (size_t)len) & w->kv_mask;; pos = (pos + 1) & w->kv_mask) {
+        int64_t i = w->kv_slots[pos] - 1;
+        if (i < 0)
+            return -1;
         if (w->kvs[i].key.len == len && !memcmp(w->kvs[i].key.s, key, (size_t)len))
             return i;
-    return -1;
+    }
+}
+
+/* (Re)build the table for kvs[0..n_kv) with room for at least `want` keys. */
+static int kv_rehash(qk_gguf_writer *w, int64_t want)
+{
+    uint64_t cap = 64;
+    while (cap < 2 * (uint64_t)want)
+        cap *= 2;
+    int64_t *slots = calloc((size_t)cap, sizeof *slots);
+    if (!slots)
+        return qk_error(QK_ENOMEM, "gguf writer: out of memory");
+    for (int64_t i = 0; i < w->n_kv; i++) {
+        uint64_t pos = qk_hash64(w->kvs[i].key.s, (size_t)w->kvs[i].key.len) & (cap - 1);
+        while (slots[pos])
+            pos = (pos + 1) & (cap - 1);
+        slots[pos] = i + 1;
+    }
+    free(w->kv_slots);
+    w->kv_slots = slots;
+    w->kv_mask = cap - 1;
+    return 0;
 }
 
 static int check_collecting(const qk_gguf_writer *w)
@@ -171,6 +206,17 @@ static int kv_put(qk_gguf_writer *w, qk_gguf_kv *kv)
         w->kvs = k;
         w->cap_kv = cap;
     }
+    if (2 * (uint64_t)(w->n_kv + 1) > w->kv_mask + 1 || !w->kv_slots) {
+        int rc = kv_rehash(w, w->cap_kv);
+        if (rc) {
+            qk_gguf_kv_clear(kv);
+            return rc;
+        }
+    }
+    uint64_t pos = qk_hash64(kv->key.s, (size_t)kv->key.len) & w->kv_mask;
+    while (w->kv_slots[pos])
+        pos = (pos + 1) & w->kv_mask;
+    w->kv_slots[pos] = w->n_kv + 1;
     w->kvs[w->n_kv++] = *kv;
     return 0;
 }
@@ -197,6 +243,12 @@ int qk_gguf_writer_remove_kv(qk_gguf_writer *w, const char *key)
     qk_gguf_kv_clear(&w->kvs[i]);
     memmove(&w->kvs[i], &w->kvs[i + 1], (size_t)(w->n_kv - i - 1) * sizeof *w->kvs);
     w->n_kv--;
+    /* later keys moved down one index: rebuild (a failure leaves no table,
+     * and lookups fall back to a scan) */
+    free(w->kv_slots);
+    w->kv_slots = NULL;
+    w->kv_mask = 0;
+    (void)kv_rehash(w, w->cap_kv);
     return 0;
 }
 
@@ -341,6 +393,66 @@ int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int
         t->ne[d] = d < n_dims ? ne[d] : 1;
     t->nbytes = nbytes;
     w->n_ts++;
+    return 0;
+}
+
+/* Bytes of one KV as put_kv() writes it. */
+static uint64_t kv_bytes(const qk_gguf_kv *kv)
+{
+    uint64_t n = 8 + kv->key.len + 4;
+    if (kv->type == QK_GGUF_STRING)
+        return n + 8 + kv->v.str.len;
+    if (kv->type != QK_GGUF_ARRAY)
+        return n + qk_gguf_type_size(kv->type);
+    n += 4 + 8;
+    if (kv->arr_type != QK_GGUF_STRING)
+        return n + kv->arr_n * qk_gguf_type_size(kv->arr_type);
+    for (uint64_t i = 0; i < kv->arr_n; i++)
+        n += 8 + kv->strs[i].len;
+    return n;
+}
+
+int qk_gguf_writer_header_bytes(const qk_gguf_writer *w, uint64_t *out)
+{
+    assert(w && out);
+    int rc = check_collecting(w);
+    if (rc)
+        return rc;
+    uint64_t n = 24;
+    for (int64_t i = 0; i < w->n_kv; i++)
+        n += kv_bytes(&w->kvs[i]);
+    /* what begin() settles: general.alignment added when not the default ... */
+    if (w->alignment != QK_GGUF_DEFAULT_ALIGNMENT && kv_index(w, "general.alignment", 17) < 0)
+        n += 8 + 17 + 4 + 4;
+    /* ... and the checksum array: (re)written with one u64 per tensor, or dropped */
+    const uint64_t klen = strlen(QK_GGUF_CHECKSUM_KEY);
+    int64_t ci = kv_index(w, QK_GGUF_CHECKSUM_KEY, klen);
+    if (ci >= 0)
+        n -= kv_bytes(&w->kvs[ci]);
+    if (w->checksums && w->n_ts)
+        n += 8 + klen + 4 + 4 + 8 + 8 * (uint64_t)w->n_ts;
+    for (int64_t i = 0; i < w->n_ts; i++)
+        n += 8 + strlen(w->ts[i].name) + 4 + 8 * (uint64_t)w->ts[i].n_dims + 4 + 8;
+    *out = qk_pad_u64(n, w->alignment);
+    return 0;
+}
+
+int qk_gguf_writer_set_tensor_type(qk_gguf_writer *w, int64_t i, int type)
+{
+    assert(w);
+    int rc = check_collecting(w);
+    if (rc)
+        return rc;
+    if (i < 0 || i >= w->n_ts)
+        return qk_error(QK_EINVAL, "gguf writer: no tensor %" PRId64 " (%" PRId64 " added)", i, w->n_ts);
+    wtensor *t = &w->ts[i];
+    uint64_t nbytes;
+    if (!qk_type_get(type))
+        return qk_error(QK_EINVAL, "gguf writer: tensor '%s': unknown ggml type %d", t->name, type);
+    if ((rc = qk_type_tensor_bytes(type, t->ne, t->n_dims, &nbytes)))
+        return qk_error_prefix(rc, t->name);
+    t->type = type;
+    t->nbytes = nbytes;
     return 0;
 }
 

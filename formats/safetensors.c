@@ -148,12 +148,16 @@ int qk_st_json_precheck(const char *path, const char *what, const uint8_t *s, si
         return qk_error(QK_EFORMAT, "%s: %s is not valid UTF-8 (byte 0x%02x at offset %zu)", path, what, s[bad],
                         bad);
     int depth = 0;
+    uint64_t values = 1; /* cJSON nodes <= commas + opening brackets + 1 */
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
         /* Outside strings JSON is ASCII; cJSON would skip any byte <= 0x20
          * as white space and a leading byte-order mark. */
         if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c >= 0x7f)
             return qk_error(QK_EFORMAT, "%s: %s has byte 0x%02x outside a string at offset %zu", path, what, c, i);
+        if ((c == '{' || c == '[' || c == ',') && ++values > QK_ST_MAX_JSON_VALUES)
+            return qk_error(QK_ELIMIT, "%s: %s holds more than %u values (at offset %zu); not a file quantkit reads",
+                            path, what, (unsigned)QK_ST_MAX_JSON_VALUES, i);
         if (c == '{' || c == '[') {
             if (++depth > QK_ST_MAX_NESTING)
                 return qk_error(QK_ELIMIT, "%s: %s nests deeper than %d levels at offset %zu", path, what,
@@ -383,6 +387,11 @@ static int cmp_by_name(const void *a, const void *b)
     return strcmp((*(const qk_st_tensor *const *)a)->name, (*(const qk_st_tensor *const *)b)->name);
 }
 
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static int parse_meta(qk_safetensors *st, const cJSON *m)
 {
     char d[48], k1[QK_ST_SHOW_CAP];
@@ -403,10 +412,6 @@ static int parse_meta(qk_safetensors *st, const cJSON *m)
         if (!cJSON_IsString(c))
             return qk_error(QK_EFORMAT, "%s: __metadata__ value for '%s' is %s; metadata values must be strings",
                             path, k1, json_desc(c, d));
-        /* Metadata holds a handful of entries: a linear duplicate check. */
-        for (int64_t i = 0; i < st->n_meta; i++)
-            if (!strcmp(st->meta_keys[i], c->string))
-                return qk_error(QK_EFORMAT, "%s: __metadata__ key '%s' appears twice", path, k1);
         char *k = strdup(c->string), *v = strdup(c->valuestring);
         st->meta_keys[st->n_meta] = k;
         st->meta_values[st->n_meta] = v;
@@ -414,6 +419,20 @@ static int parse_meta(qk_safetensors *st, const cJSON *m)
         if (!k || !v)
             return qk_error(QK_ENOMEM, "%s: out of memory for metadata", path);
     }
+    /* Duplicates by sorting a copy of the keys: a hostile header can hold
+     * millions of entries, so no pairwise check. */
+    char **sorted = malloc((size_t)n * sizeof *sorted + 1);
+    if (!sorted)
+        return qk_error(QK_ENOMEM, "%s: out of memory for %" PRId64 " metadata entries", path, n);
+    memcpy(sorted, st->meta_keys, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_str_ptr);
+    for (int64_t i = 1; i < n; i++)
+        if (!strcmp(sorted[i - 1], sorted[i])) {
+            qk_st_show(k1, sizeof k1, sorted[i]);
+            free(sorted);
+            return qk_error(QK_EFORMAT, "%s: __metadata__ key '%s' appears twice", path, k1);
+        }
+    free(sorted);
     return 0;
 }
 

@@ -46,7 +46,12 @@
 #include "quantkit/vocab.h"
 #include "vocab_internal.h"
 
-#define QK_TOKENIZER_JSON_MAX ((size_t)1 << 30)
+/* Limits checked before cJSON builds its tree (64 bytes per value): the
+ * largest real tokenizer.json files are ~35 MB with ~2M values (262k
+ * tokens, 500k merges as pairs); components nest a handful of levels. */
+#define QK_TOKENIZER_JSON_MAX ((size_t)128 << 20)
+#define QK_TOKENIZER_JSON_MAX_DEPTH 64
+#define QK_TOKENIZER_JSON_MAX_VALUES ((int64_t)1 << 23)
 
 /* ----------------------------------------------------------- JSON helpers */
 
@@ -117,6 +122,11 @@ static int parse_json_file(const char *path, cJSON **out)
     int rc = qk_read_file(&text, &len, path, QK_TOKENIZER_JSON_MAX);
     if (rc)
         return rc;
+    if ((rc = qk_json_check_limits(path, "JSON", text, len, QK_TOKENIZER_JSON_MAX_DEPTH,
+                                   QK_TOKENIZER_JSON_MAX_VALUES))) {
+        free(text);
+        return rc;
+    }
     const char *end = NULL;
     *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!*out) {
@@ -573,7 +583,8 @@ static int spm_merges(const qk_vocab *v, merge_ref **out, int64_t *out_n)
             list = nl;
             cap = ncap;
         }
-        memcpy(list + n, local, n_local * sizeof *local);
+        if (n_local) /* list is still NULL while no token has a split */
+            memcpy(list + n, local, n_local * sizeof *local);
         n += (int64_t)n_local;
         if (local != local_buf) {
             free(local);

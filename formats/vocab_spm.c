@@ -288,13 +288,13 @@ int qk_vocab_from_spm_model(qk_vocab **out, const char *path)
     int rc;
     if ((rc = qk_mmap_open(&m, path)))
         return rc;
-    pb top = {m->data, m->data + m->size, m->data, path};
     spm_spec spec = {0, 1, 2, -1, 0, 1};
     int64_t n = 0;
-    if (m->size == 0) {
+    if (m->size == 0) { /* then m->data is NULL: no cursor over it */
         rc = qk_error(QK_EFORMAT, "%s: empty file, not a SentencePiece model", path);
         goto done;
     }
+    pb top = {m->data, m->data + m->size, m->data, path};
     if ((rc = parse_model(top, &spec, &n, NULL)))
         goto done;
     if (n == 0) {

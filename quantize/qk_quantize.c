@@ -4,6 +4,7 @@
  * atomic output in chunks of rows; memory stays at a few chunks (GPTQ: plus
  * one packed layer). */
 #include <cJSON.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,15 @@ typedef struct {
     double damp;
     int act_order, sequential, refine;
     const char *method_only; /* a --method gptq option given */
+    /* --target-size / --target-bpw (quantize/alloc.c) */
+    int alloc;               /* QK_ALLOC_SIZE / QK_ALLOC_BPW; 0: off */
+    int type_given;          /* TYPE was given (with a target it is optional) */
+    uint64_t target_bytes;
+    double target_bpw;
+    int alloc_types[QK_ALLOC_MAX_CAND], n_alloc_types; /* --types */
+    int alloc_measure;       /* QK_ALLOC_MEASURE_* */
+    long long alloc_rows;
+    char alloc_desc[512];    /* quantkit.alloc */
     char cmdline[4096];
 } opts_t;
 
@@ -53,6 +63,7 @@ static void usage(void)
     const qk_ftype_info *l = qk_ftype_list(&n);
     printf("Usage: qk-quantize INPUT OUTPUT TYPE [options]          (GGUF)\n"
            "       qk-quantize INPUT -o OUTPUT TYPE [options]\n"
+           "       qk-quantize INPUT OUTPUT [TYPE] --target-size SIZE | --target-bpw B [--types LIST]\n"
            "       qk-quantize INPUT -o DIR --format gptq [--bits 4|8] [--group-size N] [--sym|--asym]\n"
            "\n"
            "Quantize a checkpoint to a GGUF with standard ggml block types that llama.cpp\n"
@@ -77,6 +88,17 @@ static void usage(void)
            "      --imatrix FILE         importance matrix (llama.cpp .dat or qk-calibrate .qkc): every tensor\n"
            "                             with an entry is encoded with llama.cpp's weighted search\n"
            "      --allow-imatrix-mismatch  use a .qkc computed on another model (checksum differs)\n"
+           "Size allocation (GGUF; a type per tensor chosen to minimise the estimated loss):\n"
+           "      --target-size SIZE     the output file takes at most SIZE bytes (4GB, 3.8GiB, 1363360)\n"
+           "      --target-bpw B         the tensor data takes at most B bits per weight, over every\n"
+           "                             tensor's elements (norms included; metadata not counted)\n"
+           "      --types LIST           candidate types, comma-separated (default: every type quantkit\n"
+           "                             writes whose block fits the rows, and F16); TYPE, if given, only\n"
+           "                             names general.file_type; --tensor-type/--output-type/--embed-type pin\n"
+           "      --alloc-rows N         rows sampled per tensor for the error estimate (default 256)\n"
+           "      --alloc-measure[=all]  calibrate each tensor's sensitivity by the KL divergence measured\n"
+           "                             with only it quantized (needs --calib-text; small models): at the\n"
+           "                             estimate's choice, or (=all) at every block type\n"
            "GPTQ (the 7 linear layers of every block; embeddings, norms and lm_head stay F16):\n"
            "      --bits B               4 (default) or 8\n"
            "      --group-size N         32, 64 or 128 (default) input features per scale and zero\n"
@@ -268,11 +290,11 @@ done:
 static void method_string(const opts_t *o, char *buf, size_t n)
 {
     if (o->method != METHOD_GPTQ) {
-        snprintf(buf, n, "%s", o->qp.pure ? "rtn-search pure" : "rtn-search mix");
+        snprintf(buf, n, "%s", o->alloc ? "rtn-search alloc" : o->qp.pure ? "rtn-search pure" : "rtn-search mix");
         return;
     }
     snprintf(buf, n, "gptq%s damp=%g refine=%d act_order=%d sequential=%d calib=%s calib_text=%s calib_ctx=%lld",
-             o->format == FORMAT_GPTQ ? "" : (o->qp.pure ? " pure" : " mix"), o->damp, o->refine, o->act_order,
+             o->format == FORMAT_GPTQ ? "" : (o->alloc ? " alloc" : o->qp.pure ? " pure" : " mix"), o->damp, o->refine, o->act_order,
              o->sequential, o->calib ? o->calib : "-", o->calib_text ? o->calib_text : "-", o->calib_ctx);
 }
 
@@ -315,6 +337,7 @@ static const char *reason_name(const qk_plan_entry *e)
     case QK_PLAN_MIX: return "mix rule";
     case QK_PLAN_OVERRIDE: return "--tensor-type";
     case QK_PLAN_OPTION: return "--output/--embed-type";
+    case QK_PLAN_ALLOC: return "allocated";
     default: return "";
     }
 }
@@ -375,6 +398,140 @@ static int imatrix_kvs(const opts_t *o, const qk_calib *c, qk_gguf_writer *w)
     return rc;
 }
 
+/* --------------------------------------------- --target-size / --target-bpw */
+
+/* Choose the types (quantize/alloc.c) once the writer holds every KV and
+ * tensor: its header size is then exact, and a tensor info's size does not
+ * depend on its type. Sets the writer's tensor types, general.file_type
+ * (without TYPE: that of the type holding the most weights) and
+ * *max_row_bytes for the chunk buffers. */
+static int alloc_apply(opts_t *o, const qk_model *m, const qk_calib *imx, qk_pool *pool, qk_gguf_writer *w,
+                       qk_plan_entry *plan, qk_alloc_tensor *at, qk_alloc_result *res, size_t *max_row_bytes)
+{
+    qk_alloc_params ap = {.mode = o->alloc, .target_bytes = o->target_bytes, .target_bpw = o->target_bpw,
+                          .alignment = QK_GGUF_DEFAULT_ALIGNMENT, .types = o->n_alloc_types ? o->alloc_types : NULL,
+                          .n_types = o->n_alloc_types, .imatrix = imx, .sample_rows = o->alloc_rows,
+                          .allow_nonfinite = o->allow_nonfinite, .measure = o->alloc_measure,
+                          .calib_text = o->calib_text, .n_ctx = o->calib_ctx, .max_chunks = o->calib_chunks,
+                          .n_threads = o->threads};
+    int rc = qk_gguf_writer_header_bytes(w, &ap.header_bytes);
+    if (rc || (rc = qk_alloc_plan(m, &ap, plan, at, res, pool)))
+        return rc;
+    uint64_t most[QK_TYPE_COUNT] = {0};
+    for (int64_t i = 0; i < qk_model_n_tensors(m) && !rc; i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        size_t rb = 0;
+        if (!(rc = qk_gguf_writer_set_tensor_type(w, i, plan[i].type)) &&
+            !(rc = qk_type_row_bytes(plan[i].type, t->ne[0], &rb)))
+            *max_row_bytes = rb > *max_row_bytes ? rb : *max_row_bytes;
+        if (t->n_dims > 1)
+            most[plan[i].type] += (uint64_t)qk_model_tensor_nelem(t);
+    }
+    int top = QK_TYPE_F16;
+    for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
+        if (most[ty] > most[top])
+            top = ty;
+    const qk_ftype_info *fi = o->type_given ? o->target : qk_ftype_find(qk_type_name(top));
+    if (!rc && fi)
+        rc = qk_gguf_writer_set_u32(w, "general.file_type", (uint32_t)fi->ftype);
+    return rc;
+}
+
+/* After writing, before the commit: the file (or, --target-bpw, its tensor
+ * data) within the budget, or no output at all. */
+static int alloc_verify(const opts_t *o, const qk_alloc_result *res, uint64_t file_bytes, uint64_t tensor_bytes)
+{
+    uint64_t got = o->alloc == QK_ALLOC_SIZE ? file_bytes : tensor_bytes;
+    if (got > res->budget)
+        return qk_error(QK_ELIMIT, "%s: %s %" PRIu64 " bytes exceeds the budget of %" PRIu64
+                        " bytes (predicted %" PRIu64 "); nothing written (please report this)",
+                        o->output, o->alloc == QK_ALLOC_SIZE ? "the file is" : "the tensor data is", got,
+                        res->budget, res->predicted);
+    if (got != res->predicted)
+        qk_log(QK_LOG_WARN, "size %" PRIu64 " differs from the predicted %" PRIu64 " bytes", got, res->predicted);
+    return 0;
+}
+
+static const char *alloc_measure_name(int m)
+{
+    return m == QK_ALLOC_MEASURE_ALL ? "measured KLD, every block type" :
+           m == QK_ALLOC_MEASURE_PROBE ? "measured KLD at one probe type x weighted error" :
+           "importance-weighted relative error x kind factor";
+}
+
+static void alloc_note(const qk_alloc_tensor *a, char *note, size_t n)
+{
+    if (!a || a->choice < 0)
+        return;
+    const qk_alloc_cand *c = &a->cand[a->choice];
+    size_t l = strlen(note);
+    snprintf(note + l, n - l, "%sest. loss %.3g, rel. error %.3g%s", l ? "; " : "", c->loss,
+             a->energy > 0 ? c->err / a->energy : 0.0, a->measured ? " (KLD-calibrated)" : "");
+}
+
+static cJSON *alloc_json_tensor(const qk_alloc_tensor *a)
+{
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "loss", a->cand[a->choice].loss);
+    cJSON_AddNumberToObject(x, "energy", a->energy);
+    cJSON_AddNumberToObject(x, "factor", a->factor);
+    cJSON_AddNumberToObject(x, "gain", a->gain);
+    cJSON_AddBoolToObject(x, "measured", a->measured);
+    cJSON_AddNumberToObject(x, "rows_sampled", (double)a->rows_sampled);
+    cJSON *jc = cJSON_AddArrayToObject(x, "candidates");
+    for (int k = 0; k < a->n_cand; k++) {
+        const qk_alloc_cand *c = &a->cand[k];
+        cJSON *y = cJSON_CreateObject();
+        cJSON_AddStringToObject(y, "type", qk_type_name(c->type));
+        cJSON_AddNumberToObject(y, "bytes", (double)c->bytes);
+        cJSON_AddNumberToObject(y, "err", c->err);
+        cJSON_AddNumberToObject(y, "err_plain", c->err_plain);
+        cJSON_AddNumberToObject(y, "loss", c->loss);
+        if (c->kld >= 0)
+            cJSON_AddNumberToObject(y, "kld", c->kld);
+        cJSON_AddBoolToObject(y, "chosen", k == a->choice);
+        cJSON_AddItemToArray(jc, y);
+    }
+    return x;
+}
+
+static cJSON *alloc_json(const opts_t *o, const qk_alloc_result *r, uint64_t file_bytes)
+{
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, "mode", o->alloc == QK_ALLOC_SIZE ? "target-size" : "target-bpw");
+    if (o->alloc == QK_ALLOC_BPW)
+        cJSON_AddNumberToObject(x, "target_bpw", o->target_bpw);
+    cJSON_AddNumberToObject(x, "budget", (double)r->budget);
+    cJSON_AddNumberToObject(x, "fixed", (double)r->fixed_cost);
+    cJSON_AddNumberToObject(x, "allocated", (double)r->chosen_cost);
+    cJSON_AddNumberToObject(x, "predicted", (double)r->predicted);
+    cJSON_AddNumberToObject(x, "file_bytes", (double)file_bytes);
+    cJSON_AddNumberToObject(x, "estimated_loss", r->loss);
+    cJSON_AddStringToObject(x, "sensitivity", alloc_measure_name(o->alloc_measure));
+    cJSON_AddNumberToObject(x, "tensors", (double)r->n_alloc);
+    cJSON_AddNumberToObject(x, "measure_passes", (double)r->n_measured);
+    cJSON_AddNumberToObject(x, "seconds_estimate", r->seconds_estimate);
+    cJSON_AddNumberToObject(x, "seconds_measure", r->seconds_measure);
+    return x;
+}
+
+static void alloc_print(const opts_t *o, const qk_alloc_result *r, uint64_t file_bytes, uint64_t tensor_bytes)
+{
+    uint64_t used = o->alloc == QK_ALLOC_SIZE ? file_bytes : tensor_bytes;
+    if (o->alloc == QK_ALLOC_SIZE)
+        printf("budget: --target-size %" PRIu64 " bytes; the file takes %" PRIu64 " (%.3f%%, %" PRIu64
+               " to spare)\n", r->budget, used, r->budget ? 100.0 * (double)used / (double)r->budget : 0.0,
+               r->budget - used);
+    else
+        printf("budget: --target-bpw %g = %" PRIu64 " bytes of tensor data; used %" PRIu64 " (%.3f%%)\n",
+               o->target_bpw, r->budget, used, r->budget ? 100.0 * (double)used / (double)r->budget : 0.0);
+    printf("allocation: %lld tensors, estimated loss %.4g (%s); %.2f s estimating",
+           (long long)r->n_alloc, r->loss, alloc_measure_name(o->alloc_measure), r->seconds_estimate);
+    if (o->alloc_measure)
+        printf(", %.2f s measuring (%lld forward passes)", r->seconds_measure, (long long)r->n_measured);
+    printf("\n");
+}
+
 static int run(opts_t *o)
 {
     qk_model *m = NULL;
@@ -392,6 +549,8 @@ static int run(opts_t *o)
     qk_gptq_calib *gc = NULL;
     qk_gptq_stats *gst = NULL; /* [nt] per tensor, --method gptq */
     uint8_t *gdone = NULL;     /* [nt] 1: quantized with GPTQ */
+    qk_alloc_tensor *at = NULL; /* [nt] --target-*: candidates and estimates */
+    qk_alloc_result ares = {0};
     type_total tot[QK_TYPE_COUNT] = {{0}};
     uint64_t n_fixed = 0, total_elems = 0, quant_elems = 0, quant_bytes = 0;
     double t0 = qk_now();
@@ -409,7 +568,9 @@ static int run(opts_t *o)
     plan = calloc((size_t)nt, sizeof *plan);
     gst = calloc((size_t)nt, sizeof *gst);
     gdone = calloc((size_t)nt, 1);
-    if (!plan || !gst || !gdone) {
+    if (o->alloc)
+        at = calloc((size_t)nt, sizeof *at);
+    if (!plan || !gst || !gdone || (o->alloc && !at)) {
         rc = qk_error(QK_ENOMEM, "out of memory");
         goto done;
     }
@@ -444,7 +605,7 @@ static int run(opts_t *o)
     if (!rc)
         rc = qk_gguf_writer_set_str(w, "quantkit.version", QK_VERSION);
     if (!rc)
-        rc = qk_gguf_writer_set_str(w, "quantkit.target", o->target->name);
+        rc = qk_gguf_writer_set_str(w, "quantkit.target", o->alloc && !o->type_given ? "auto" : o->target->name);
     if (!rc)
         rc = qk_gguf_writer_set_str(w, "quantkit.method", method);
     if (!rc)
@@ -455,6 +616,8 @@ static int run(opts_t *o)
         rc = qk_gguf_writer_set_str(w, "quantkit.options", o->cmdline);
     if (!rc && imx)
         rc = imatrix_kvs(o, imx, w);
+    if (!rc && o->alloc)
+        rc = qk_gguf_writer_set_str(w, "quantkit.alloc", o->alloc_desc);
     int64_t max_ne0 = 1;
     size_t max_row_bytes = 1;
     for (int64_t i = 0; i < nt && !rc; i++) {
@@ -469,6 +632,8 @@ static int run(opts_t *o)
             max_row_bytes = rb;
         total_elems += (uint64_t)qk_model_tensor_nelem(t);
     }
+    if (!rc && o->alloc)
+        rc = alloc_apply(o, m, imx, pool, w, plan, at, &ares, &max_row_bytes);
     if (rc)
         goto done;
     int64_t chunk_rows = (int64_t)(CHUNK_FLOATS / (uint64_t)max_ne0);
@@ -520,6 +685,11 @@ static int run(opts_t *o)
     if (!rc)
         rc = qk_gguf_writer_finish(w);
     uint64_t out_bytes = f ? qk_afile_tell(f) : 0;
+    uint64_t all_bytes = 0;
+    for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
+        all_bytes += tot[ty].bytes;
+    if (!rc && o->alloc)
+        rc = alloc_verify(o, &ares, out_bytes, all_bytes);
     if (!rc) {
         rc = qk_afile_commit(f);
         f = NULL;
@@ -536,9 +706,6 @@ static int run(opts_t *o)
     /* ------------------------------------------------------------ report */
     double dt = qk_now() - t0;
     uint64_t in_bytes = qk_model_source_bytes(m);
-    uint64_t all_bytes = 0;
-    for (int ty = 0; ty < QK_TYPE_COUNT; ty++)
-        all_bytes += tot[ty].bytes;
     if (o->quiet)
         goto done;
     if (o->json) {
@@ -578,6 +745,8 @@ static int run(opts_t *o)
                 cJSON_AddNumberToObject(g, "layer_error_gptq_pass", gst[i].err_gptq);
                 cJSON_AddNumberToObject(g, "seconds", gst[i].seconds);
             }
+            if (at && at[i].choice >= 0)
+                cJSON_AddItemToObject(x, "alloc", alloc_json_tensor(&at[i]));
             cJSON_AddItemToArray(jt, x);
         }
         cJSON *jy = cJSON_AddArrayToObject(j, "types");
@@ -598,6 +767,8 @@ static int run(opts_t *o)
         cJSON_AddNumberToObject(j, "size_ratio", out_bytes ? (double)in_bytes / (double)out_bytes : 0);
         cJSON_AddNumberToObject(j, "seconds", dt);
         cJSON_AddNumberToObject(j, "nonfinite_replaced", (double)n_fixed);
+        if (o->alloc)
+            cJSON_AddItemToObject(j, "alloc", alloc_json(o, &ares, out_bytes));
         char *s = cJSON_Print(j);
         printf("%s\n", s);
         free(s);
@@ -624,6 +795,7 @@ static int run(opts_t *o)
                 if (gst[i].n_dead)
                     snprintf(note + l, sizeof note - l, ", %lld dead cols", (long long)gst[i].n_dead);
             }
+            alloc_note(at ? &at[i] : NULL, note, sizeof note);
             printf("%-36s %-22s %-6s -> %-7s %s\n", t->name, sh, src_type_name(t), qk_type_name(plan[i].type),
                    note);
         }
@@ -643,6 +815,8 @@ static int run(opts_t *o)
         if (imx)
             printf("imatrix: %s, %lld entries, used for %lld tensors\n", o->imatrix, (long long)imx->n,
                    (long long)n_imx_used);
+        if (o->alloc)
+            alloc_print(o, &ares, out_bytes, all_bytes);
     }
 done:
     if (prog)
@@ -656,6 +830,7 @@ done:
     free(plan);
     free(gst);
     free(gdone);
+    free(at);
     qk_gptq_calib_free(gc);
     free(fbuf);
     free(qbuf);
@@ -812,6 +987,37 @@ done:
     return rc;
 }
 
+/* --types Q4_K,Q5_K,...: distinct types quantkit writes. */
+static int parse_types(const char *s, int *types, int *n)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf) {
+        qk_tool_usage("--types '%s': too long", s);
+        return -1;
+    }
+    strcpy(buf, s);
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int t = qk_type_from_name(tok);
+        const qk_type_traits *tr = qk_type_get(t);
+        if (!tr || !(tr->from_float || tr->from_float_ref)) {
+            qk_tool_usage("--types: '%s' is not a type quantkit can write (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
+                          "Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)", tok);
+            return -1;
+        }
+        int dup = 0;
+        for (int i = 0; i < *n; i++)
+            dup |= types[i] == t;
+        if (!dup && *n < QK_ALLOC_MAX_CAND)
+            types[(*n)++] = t;
+    }
+    if (*n == 0) {
+        qk_tool_usage("--types '%s': no type given", s);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_type(const char *opt, const char *s, int *out)
 {
     int t = qk_type_from_name(s);
@@ -843,7 +1049,8 @@ int main(int argc, char **argv)
         k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
     enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION,
            O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE, O_IMATRIX, O_IMX_MISMATCH,
-           O_METHOD, O_CALIB, O_CALIB_TEXT, O_CALIB_CTX, O_CALIB_CHUNKS, O_DAMP, O_ACT_ORDER, O_SEQUENTIAL, O_REFINE };
+           O_METHOD, O_CALIB, O_CALIB_TEXT, O_CALIB_CTX, O_CALIB_CHUNKS, O_DAMP, O_ACT_ORDER, O_SEQUENTIAL, O_REFINE,
+           O_TARGET_SIZE, O_TARGET_BPW, O_TYPES, O_ALLOC_ROWS, O_ALLOC_MEASURE };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"format", required_argument, 0, O_FORMAT},
         {"bits", required_argument, 0, O_BITS},     {"group-size", required_argument, 0, O_GROUP},
@@ -857,6 +1064,9 @@ int main(int argc, char **argv)
         {"calib-chunks", required_argument, 0, O_CALIB_CHUNKS}, {"damp", required_argument, 0, O_DAMP},
         {"act-order", no_argument, 0, O_ACT_ORDER}, {"sequential", no_argument, 0, O_SEQUENTIAL},
         {"refine", required_argument, 0, O_REFINE},
+        {"target-size", required_argument, 0, O_TARGET_SIZE}, {"target-bpw", required_argument, 0, O_TARGET_BPW},
+        {"types", required_argument, 0, O_TYPES},   {"alloc-rows", required_argument, 0, O_ALLOC_ROWS},
+        {"alloc-measure", optional_argument, 0, O_ALLOC_MEASURE},
         {"output-type", required_argument, 0, O_OUT}, {"embed-type", required_argument, 0, O_EMB},
         {"pad-ffn", required_argument, 0, O_PAD},   {"vocab", required_argument, 0, O_VOCAB},
         {"allow-requantize", no_argument, 0, O_REQ}, {"allow-nonfinite", no_argument, 0, O_NONFIN},
@@ -865,8 +1075,10 @@ int main(int argc, char **argv)
         {"progress", no_argument, 0, O_PROG},       {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, O_VERSION},     {0, 0, 0, 0},
     };
-    int c, rc = 0;
+    int c, rc = 0, n_targets = 0;
     long long v;
+    const char *calib_only = NULL; /* --calib-text/-ctx/-chunks: for --method gptq or --alloc-measure */
+    const char *alloc_only = NULL; /* an option of --target-size/--target-bpw given */
     opterr = 0;
     while ((c = getopt_long(argc, argv, "o:t:qvh", lo, NULL)) != -1) {
         switch (c) {
@@ -900,14 +1112,46 @@ int main(int argc, char **argv)
             else return qk_tool_usage("--method '%s': expected rtn or gptq", optarg);
             break;
         case O_CALIB: o.calib = optarg; o.method_only = "--calib"; break;
-        case O_CALIB_TEXT: o.calib_text = optarg; o.method_only = "--calib-text"; break;
+        case O_CALIB_TEXT: o.calib_text = optarg; calib_only = "--calib-text"; break;
         case O_CALIB_CTX:
             if (qk_tool_parse_int("--calib-ctx", optarg, 4, 1 << 20, &o.calib_ctx)) return QK_EXIT_USAGE;
-            o.method_only = "--calib-ctx";
+            calib_only = "--calib-ctx";
             break;
         case O_CALIB_CHUNKS:
             if (qk_tool_parse_int("--calib-chunks", optarg, 1, 1 << 30, &o.calib_chunks)) return QK_EXIT_USAGE;
-            o.method_only = "--calib-chunks";
+            calib_only = "--calib-chunks";
+            break;
+        case O_TARGET_SIZE:
+            if (qk_parse_size(optarg, &o.target_bytes) || o.target_bytes == 0)
+                return qk_tool_usage("--target-size '%s': expected a size in bytes (4GB, 3.8GiB, 1363360)", optarg);
+            o.alloc = QK_ALLOC_SIZE;
+            o.gguf_only = "--target-size";
+            n_targets++;
+            break;
+        case O_TARGET_BPW: {
+            char *end;
+            o.target_bpw = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.target_bpw > 0 && o.target_bpw <= 32))
+                return qk_tool_usage("--target-bpw '%s': expected bits per weight in (0, 32]", optarg);
+            o.alloc = QK_ALLOC_BPW;
+            o.gguf_only = "--target-bpw";
+            n_targets++;
+            break;
+        }
+        case O_TYPES:
+            if (parse_types(optarg, o.alloc_types, &o.n_alloc_types)) return QK_EXIT_USAGE;
+            alloc_only = "--types";
+            break;
+        case O_ALLOC_ROWS:
+            if (qk_tool_parse_int("--alloc-rows", optarg, 1, 1 << 20, &o.alloc_rows)) return QK_EXIT_USAGE;
+            alloc_only = "--alloc-rows";
+            break;
+        case O_ALLOC_MEASURE:
+            if (optarg && strcmp(optarg, "all") && strcmp(optarg, "probe"))
+                return qk_tool_usage("--alloc-measure=%s: expected --alloc-measure, --alloc-measure=probe or "
+                                     "--alloc-measure=all", optarg);
+            o.alloc_measure = optarg && !strcmp(optarg, "all") ? QK_ALLOC_MEASURE_ALL : QK_ALLOC_MEASURE_PROBE;
+            alloc_only = "--alloc-measure";
             break;
         case O_DAMP: {
             char *end;
@@ -971,6 +1215,16 @@ int main(int argc, char **argv)
     int npos = argc - optind;
     if (o.method_only && o.method != METHOD_GPTQ)
         return qk_tool_usage("%s applies to --method gptq", o.method_only);
+    if (calib_only && o.method != METHOD_GPTQ && !o.alloc_measure)
+        return qk_tool_usage("%s applies to --method gptq or --alloc-measure", calib_only);
+    if (n_targets > 1)
+        return qk_tool_usage("give one of --target-size and --target-bpw");
+    if (alloc_only && !o.alloc)
+        return qk_tool_usage("%s applies with --target-size or --target-bpw", alloc_only);
+    if (o.alloc && o.qp.pure)
+        return qk_tool_usage("--pure does not apply with --target-size/--target-bpw (the allocator chooses every type)");
+    if (o.alloc_measure && !o.calib_text)
+        return qk_tool_usage("--alloc-measure needs --calib-text FILE (the windows the KL divergence is measured on)");
     if (o.method == METHOD_GPTQ && !o.calib && !o.calib_text)
         return qk_tool_usage("--method gptq needs Hessians: --calib FILE (qk-calibrate --hessian) or "
                              "--calib-text FILE");
@@ -992,13 +1246,39 @@ int main(int argc, char **argv)
     }
     if (o.gptq_only)
         return qk_tool_usage("%s applies to --format gptq", o.gptq_only);
-    if (npos != (o.output ? 2 : 3))
-        return qk_tool_usage(o.output ? "expected INPUT -o OUTPUT TYPE (%d positional arguments given)"
-                                      : "expected INPUT OUTPUT TYPE (%d positional arguments given)",
+    if (npos != (o.output ? 2 : 3) && !(o.alloc && npos == (o.output ? 1 : 2)))
+        return qk_tool_usage(o.alloc ? (o.output ? "expected INPUT -o OUTPUT [TYPE] (%d positional arguments given)"
+                                                 : "expected INPUT OUTPUT [TYPE] (%d positional arguments given)")
+                             : o.output ? "expected INPUT -o OUTPUT TYPE (%d positional arguments given)"
+                                        : "expected INPUT OUTPUT TYPE (%d positional arguments given)",
                              npos);
     o.input = argv[optind];
     if (!o.output)
         o.output = argv[++optind];
+    o.type_given = optind + 1 < argc;
+    if (o.alloc) {
+        o.qp.pure = 1; /* the plan only separates pinned tensors from the allocated ones */
+        char types[256] = "all";
+        for (int i = 0, p = 0; i < o.n_alloc_types && p + 10 < (int)sizeof types; i++)
+            p += snprintf(types + p, sizeof types - (size_t)p, "%s%s", i ? "," : "", qk_type_name(o.alloc_types[i]));
+        char target[64];
+        if (o.alloc == QK_ALLOC_SIZE)
+            snprintf(target, sizeof target, "target-size=%llu", (unsigned long long)o.target_bytes);
+        else
+            snprintf(target, sizeof target, "target-bpw=%g", o.target_bpw);
+        snprintf(o.alloc_desc, sizeof o.alloc_desc, "%s types=%s rows=%lld sensitivity=%s%s%s", target, types,
+                 o.alloc_rows > 0 ? o.alloc_rows : (long long)QK_ALLOC_SAMPLE_ROWS,
+                 o.alloc_measure == QK_ALLOC_MEASURE_ALL ? "kld-all" :
+                 o.alloc_measure == QK_ALLOC_MEASURE_PROBE ? "kld-probe" : "estimate",
+                 o.imatrix ? " imatrix=" : "", o.imatrix ? o.imatrix : "");
+        if (!o.type_given) {
+            o.target = qk_ftype_find("F16"); /* relabelled after the allocation */
+            rc = run(&o);
+            for (int64_t i = 0; i < o.qp.n_overrides; i++)
+                regfree(&ov[i].re);
+            return rc ? qk_tool_fail() : 0;
+        }
+    }
     o.target = qk_ftype_find(argv[optind + 1]);
     if (!o.target) {
         int64_t n;

@@ -204,6 +204,17 @@ const char *qk_fmt_bytes(uint64_t n, char buf[32]);
 /* Monotonic clock in seconds. */
 double qk_now(void);
 
+/* ------------------------------------------------------------ JSON limits */
+
+/* Bound JSON text before handing it to cJSON, which recurses once per
+ * nesting level and allocates a 64-byte node per value: text nesting deeper
+ * than max_depth, or holding more than max_values values (bounded by commas +
+ * opening brackets + 1, counted outside strings), is refused with
+ * QK_ELIMIT naming `path` and `what` ("tokenizer JSON"). Linear, no
+ * allocation. */
+int qk_json_check_limits(const char *path, const char *what, const char *s, size_t n, int max_depth,
+                         int64_t max_values);
+
 #ifdef __cplusplus
 }
 #endif

@@ -149,6 +149,16 @@ int qk_gguf_writer_set_arr(qk_gguf_writer *w, const char *key, int arr_type, con
 int qk_gguf_writer_set_arr_str(qk_gguf_writer *w, const char *key, const char *const *strs, const uint64_t *lens, uint64_t n);
 
 int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne);
+/* Before begin(): the bytes begin() will write before the data section
+ * (header, KVs including the alignment and checksum keys it settles, tensor
+ * infos, padding) for what has been set and added so far. A tensor info's
+ * size does not depend on its type, so this holds across
+ * qk_gguf_writer_set_tensor_type(). The file is then this plus, per
+ * tensor, its bytes padded to the alignment. */
+int qk_gguf_writer_header_bytes(const qk_gguf_writer *w, uint64_t *out);
+/* Before begin(): change the type of the i-th tensor added (its shape must
+ * fit the type's block). */
+int qk_gguf_writer_set_tensor_type(qk_gguf_writer *w, int64_t i, int type);
 int qk_gguf_writer_begin(qk_gguf_writer *w, qk_afile *f);
 int qk_gguf_writer_write(qk_gguf_writer *w, const void *data, size_t n);
 int qk_gguf_writer_end_tensor(qk_gguf_writer *w);

@@ -13,12 +13,14 @@
  * choice of scales and codes differs.
  *
  * Algorithm (Frantar et al., "GPTQ", 2022), per tensor:
- *   1. Dead inputs (diag H = 0) get diag 1 and their weight column set to 0
- *      (it never meets a non-zero input in calibration). H += lambda * I with
- *      lambda = damp * mean(diag H).
- *   2. U = upper Cholesky factor of H^-1 (LAPACK dpotrf/dpotri). When a
- *      factorization fails or is numerically singular, damp is raised x10
- *      and tried again (reported in the stats).
+ *   1. Dead inputs (diag H = 0: never a non-zero input in calibration)
+ *      get their weight column set to 0 and are decoupled (diagonal = the
+ *      mean live diagonal). H += lambda * I with lambda = damp * mean(live
+ *      diag H).
+ *   2. U = upper Cholesky factor of H^-1 (LAPACK dpotrf/dpotri, live
+ *      columns only). When a factorization fails or a pivot is below 1e-10
+ *      x the mean diagonal, damp is raised x10 (from 0: to 1e-4) and tried
+ *      again, up to 10 (reported in the stats).
  *   3. Columns are processed left to right in batches of `batch` columns
  *      (lazy updates: the batch's accumulated error reaches the columns right
  *      of it through one dgemm). When a column starts a block of the type
@@ -28,18 +30,19 @@
  *      cost in the GPTQ objective); then every column of the block gets the
  *      code nearest to its updated weight under those fixed scales, and its
  *      error (w - q) / U_jj is spread over the columns not yet quantized.
- *   4. Optional refinement (`refine` passes): with the codes fixed, each
- *      block's fp16 scales (d, and dmin / m where the type has them) are
- *      refit by least squares on the layer objective; then a coordinate
- *      descent over codes moves any code whose change lowers the objective.
- *      Only changes that lower the objective are kept.
+ *   4. Optional refinement (`refine` passes) on the damped objective
+ *      (w - q)^T (H + lambda I) (w - q) of each row: with the codes fixed,
+ *      each block's fp16 scales (d, and dmin / m where the type has them)
+ *      are refit by least squares; then a coordinate descent over codes
+ *      moves any code whose change lowers the objective. Only changes that
+ *      lower it are kept.
  *   5. The bytes are decoded and checked against the values the algorithm
  *      used.
  * Rows are independent given H: they are processed in fixed chunks over the
  * pool, so the bytes are identical for any thread count.
  *
- * act_order processes blocks, and the columns inside each block, in
- * decreasing diag H. ggml blocks need contiguous columns, so the order never
+ * act_order processes blocks (by decreasing sum of diag H), and the columns
+ * inside each block, in decreasing diag H. ggml blocks need contiguous columns, so the order never
  * mixes columns of different blocks (plain GPTQ's act-order would).
  */
 #ifndef QUANTKIT_GPTQ_METHOD_H
@@ -91,7 +94,8 @@ typedef struct qk_gptq_stats {
  * the type's block size. st may be NULL. Errors: QK_EINVAL (shape, type,
  * options), QK_ENONFINITE (non-finite weights or Hessian, or no damping up to
  * 1000x the mean diagonal makes H factorizable), QK_ELIMIT (a scale
- * overflows fp16), QK_ENOMEM. */
+ * overflows fp16), QK_ENOMEM. Memory: two cols x cols double working copies
+ * of H besides the caller's, and a few rows x cols buffers per pool chunk. */
 int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
                      float *deq, qk_pool *pool, qk_gptq_stats *st);
 

@@ -60,6 +60,10 @@ typedef struct qk_model_tensor {
      * are read only through qk_model_row_f32() (qk_model_row_raw() gives
      * NULL). Canonical row r is stored output feature perm(r) as usual. */
     const struct qk_gptq_tensor *gptq;
+    /* Folded per-channel scales (qk_model_set_scales; NULL: none). Canonical
+     * element (r, j) reads as stored(r, j) * col_scale[j] * row_scale[r]. */
+    const float *col_scale;       /* [ne[0]] */
+    const float *row_scale;       /* [rows] */
 } qk_model_tensor;
 
 typedef struct qk_model_opts {
@@ -100,10 +104,22 @@ int qk_model_row_f32(const qk_model *m, const qk_model_tensor *t, int64_t r, flo
 /* Rows [r0, r0+n) as float into dst[n * ne[0]]. */
 int qk_model_rows_f32(const qk_model *m, const qk_model_tensor *t, int64_t r0, int64_t n, float *dst);
 /* Pointer to the stored bytes of canonical row r when the row can be used as
- * is (no column padding); NULL for padding rows and GPTQ tensors. */
+ * is (no column padding, no folded scales); NULL for padding rows, GPTQ
+ * tensors and scaled tensors. */
 const uint8_t *qk_model_row_raw(const qk_model_tensor *t, int64_t r);
 /* Release the tensor's mapped pages after use (bounded memory). */
 void qk_model_release(const qk_model_tensor *t);
+
+/* Fold per-channel scales into the view of tensor `name` (AWQ, see
+ * quantkit/awq.h): every reader (qk_model_row_f32/rows_f32, so the forward
+ * pass, quantization and export) then sees stored(r, j) * col_scale[j] *
+ * row_scale[r]. col_scale has ne[0] values, row_scale one per row
+ * (qk_model_tensor_rows); both are copied, NULL removes that scale. A 1-D
+ * tensor (a norm weight) takes col_scale. The stored bytes, nbytes and
+ * source checksums do not change. Set scales before creating a forward pass
+ * over m (it caches decoded weights) and not while other threads read rows.
+ * QK_ENOTFOUND for an unknown name, QK_ENONFINITE for a NaN/Inf scale. */
+int qk_model_set_scales(qk_model *m, const char *name, const float *col_scale, const float *row_scale);
 
 /* Rows of the HF q/k permutation: canonical (GGUF) row r of a tensor with
  * n_rows rows and n_heads heads comes from HF row qk_rope_perm_row(...). */

@@ -53,7 +53,7 @@ typedef struct qk_quant_params {
 } qk_quant_params;
 
 /* Why a tensor got its type. */
-enum { QK_PLAN_KEEP = 0, QK_PLAN_BASE, QK_PLAN_MIX, QK_PLAN_OVERRIDE, QK_PLAN_OPTION };
+enum { QK_PLAN_KEEP = 0, QK_PLAN_BASE, QK_PLAN_MIX, QK_PLAN_OVERRIDE, QK_PLAN_OPTION, QK_PLAN_ALLOC };
 
 typedef struct qk_plan_entry {
     int type;       /* final type */
@@ -81,6 +81,122 @@ int qk_quantize_rows(int type, const float *src, void *dst, int64_t n_rows, int6
 
 /* Index of the first non-finite value in x[0..n), or -1. */
 int64_t qk_find_nonfinite(const float *x, int64_t n);
+
+/* ------------------------------------------------- size allocation
+ * quantize/alloc.c: a type per tensor chosen to minimise an estimated loss
+ * within a byte budget (qk-quantize --target-size / --target-bpw).
+ *
+ * Candidates of a 2-D tensor: the types quantkit encodes whose block divides
+ * its row length (Q2_K, Q3_K, IQ4_XS, Q4_K, Q5_K, Q6_K for multiples of 256;
+ * Q4_0, IQ4_NL, Q4_1, Q5_0, Q5_1, Q8_0 for multiples of 32; F16 always),
+ * optionally restricted to a list. 1-D tensors and tensors pinned by
+ * --tensor-type / --output-type / --embed-type keep their planned type and
+ * only count against the budget.
+ *
+ * Error: every candidate encodes a deterministic sample of the tensor's rows
+ * (at most sample_rows, evenly spaced, each read once from the mapped input)
+ * with the encoder qk_quantize_rows() uses, the importance vector when the
+ * imatrix has an entry; err = sum over rows and columns of imp_j (w - q)^2
+ * (imp = the imatrix's mean x^2, else 1), scaled from the sample to all rows.
+ *
+ * Loss (what the solver adds up): err * gain. By default gain = the kind
+ * factor of the tensor (qk_alloc_kind_factor) / its energy sum imp_j w^2 over
+ * the same rows: the relative error of the tensor's output, weighted per
+ * kind. Measured (qk_alloc_params.measure): the mean KL divergence of the
+ * model's next-token distribution, on calibration windows, with only this
+ * tensor quantized (qk_forward_override_weight), either at one probe type per
+ * tensor (gain = KLD / err there: the second-order model, KLD proportional
+ * to the weighted error) or at every candidate (loss = the measured KLD).
+ *
+ * Solver: exact dynamic programming over the budget in units of the greatest
+ * common divisor of the candidates' costs (coarser units, with costs rounded
+ * up, when tensors x units would exceed 2^26 cells), then a greedy top-up of
+ * any budget the rounding left. Deterministic: ties go to the smaller type. */
+
+#define QK_ALLOC_MAX_CAND 16
+#define QK_ALLOC_SAMPLE_ROWS 256 /* default rows sampled per tensor */
+
+enum { QK_ALLOC_SIZE = 1, QK_ALLOC_BPW = 2 };
+enum { QK_ALLOC_MEASURE_NONE = 0, QK_ALLOC_MEASURE_PROBE = 1, QK_ALLOC_MEASURE_ALL = 2 };
+
+typedef struct qk_alloc_cand {
+    int type;
+    uint64_t bytes;   /* the tensor in this type (unpadded) */
+    uint64_t cost;    /* what it takes from the budget: bytes padded to the alignment (size mode) */
+    double err;       /* sum imp_j (w - q)^2 over all rows (estimated from the sample) */
+    double err_plain; /* the same with imp = 1 */
+    double loss;      /* estimated loss contribution */
+    double kld;       /* measured mean KLD with only this tensor in this type; < 0: not measured */
+} qk_alloc_cand;
+
+typedef struct qk_alloc_tensor {
+    int fixed;          /* 1: not chosen here (1-D, pinned); its planned type only counts */
+    int n_cand;
+    qk_alloc_cand cand[QK_ALLOC_MAX_CAND]; /* by increasing bytes */
+    int64_t rows_sampled;
+    double energy;      /* sum imp_j w^2 over all rows (estimated) */
+    double energy_plain;
+    double factor;      /* kind factor */
+    double gain;        /* loss per unit of err */
+    int measured;       /* gain or losses from measured KLD */
+    int choice;         /* index into cand after solving; -1 for fixed tensors */
+} qk_alloc_tensor;
+
+/* Candidate types for rows of ne0 elements, by increasing bits per weight,
+ * restricted to allowed[0..n_allowed) when allowed is non-NULL (F32 and
+ * BF16 are candidates only when listed there). Returns the count (0 when
+ * no allowed type fits). types holds QK_ALLOC_MAX_CAND entries. */
+int qk_alloc_candidates(int64_t ne0, const int *allowed, int n_allowed, int *types);
+
+/* The default loss weight of a tensor kind (by GGUF name; 1 for most, see
+ * alloc.c for the measurements behind the others). */
+double qk_alloc_kind_factor(const char *name);
+
+typedef struct qk_alloc_params {
+    int mode;               /* QK_ALLOC_SIZE or QK_ALLOC_BPW */
+    uint64_t target_bytes;  /* SIZE: the whole output file may take at most this many bytes */
+    double target_bpw;      /* BPW: the tensors' data (unpadded) may take at most target_bpw / 8 bytes per
+                               element, over the elements of every tensor (norms included) */
+    uint64_t header_bytes;  /* SIZE: bytes before the data section (qk_gguf_writer_header_bytes) */
+    uint32_t alignment;     /* SIZE: the file's tensor alignment (each tensor padded to it) */
+    const int *types;       /* candidate restriction (NULL: every candidate) */
+    int n_types;
+    const struct qk_calib *imatrix; /* importance per tensor (NULL: imp = 1) */
+    int64_t sample_rows;    /* <= 0: QK_ALLOC_SAMPLE_ROWS */
+    int allow_nonfinite;    /* NaN/Inf weights count as 0 instead of being refused */
+    int measure;            /* QK_ALLOC_MEASURE_*; needs calib_text */
+    const char *calib_text;
+    int64_t n_ctx;          /* calibration windows (measure) */
+    int64_t max_chunks;     /* <= 0: 16 */
+    int n_threads;
+} qk_alloc_params;
+
+typedef struct qk_alloc_result {
+    uint64_t budget;        /* SIZE: target_bytes; BPW: floor(target_bpw * elements / 8) */
+    uint64_t fixed_cost;    /* SIZE: header + fixed tensors (padded); BPW: fixed tensors' bytes */
+    uint64_t chosen_cost;   /* the allocated tensors' cost */
+    uint64_t predicted;     /* SIZE: the file's bytes; BPW: all tensors' bytes */
+    double loss;            /* sum of the chosen candidates' losses */
+    int64_t n_alloc;        /* tensors the allocator chose */
+    int64_t n_measured;     /* forward passes for measurements */
+    double seconds_estimate, seconds_measure;
+} qk_alloc_result;
+
+/* Choose types for the tensors of m whose plan entry is QK_PLAN_BASE (from
+ * qk_quant_plan with pure set): plan[i] gets the chosen type and
+ * QK_PLAN_ALLOC; other entries are fixed and only counted. at[n_tensors]
+ * receives every tensor's candidates and estimates (for reports). Errors:
+ * QK_EINVAL when even the smallest candidates exceed the budget (the message
+ * gives the smallest possible size), QK_ENONFINITE for NaN/Inf weights
+ * (unless allow_nonfinite), and those of reading the calibration text. */
+int qk_alloc_plan(const qk_model *m, const qk_alloc_params *p, qk_plan_entry *plan, qk_alloc_tensor *at,
+                  qk_alloc_result *res, qk_pool *pool);
+
+/* The solver alone: choose at[i].choice for every non-fixed tensor with
+ * candidates, minimising the sum of cand[].loss with the sum of cand[].cost
+ * at most budget. *min_cost (optional) gets the smallest possible cost.
+ * QK_EINVAL when that exceeds the budget. */
+int qk_alloc_solve(qk_alloc_tensor *at, int64_t n, uint64_t budget, uint64_t *min_cost);
 
 /* ------------------------------------------------- GPTQ-layout export
  * quantize/gptq_export.c writes a Hugging Face directory whose 7 linear
