@@ -364,6 +364,21 @@ int qk_afile_commit(qk_afile *f)
     return rc;
 }
 
+int qk_write_file_atomic(const char *path, const void *data, size_t n, const char *tail)
+{
+    qk_afile *f = NULL;
+    int rc = qk_afile_open(&f, path);
+    if (!rc)
+        rc = qk_afile_write(f, data, n);
+    if (!rc && tail)
+        rc = qk_afile_write(f, tail, strlen(tail));
+    if (rc) {
+        qk_afile_abort(f);
+        return rc;
+    }
+    return qk_afile_commit(f);
+}
+
 void qk_afile_abort(qk_afile *f)
 {
     if (!f)

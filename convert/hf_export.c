@@ -48,17 +48,7 @@ int qk_hf_write_json(const char *path, const struct cJSON *j)
     char *txt = cJSON_Print(j);
     if (!txt)
         return qk_error(QK_ENOMEM, "out of memory");
-    qk_afile *f = NULL;
-    int rc = qk_afile_open(&f, path);
-    if (!rc)
-        rc = qk_afile_write(f, txt, strlen(txt));
-    if (!rc)
-        rc = qk_afile_write(f, "\n", 1);
-    if (!rc) {
-        rc = qk_afile_commit(f);
-        f = NULL;
-    }
-    qk_afile_abort(f);
+    int rc = qk_write_file_atomic(path, txt, strlen(txt), "\n");
     free(txt);
     return rc;
 }

@@ -46,7 +46,6 @@ int qk_base_results_save(const qk_base_results *b, const char *path)
     uint8_t *raw = malloc(raw_n);
     uLongf comp_n = compressBound((uLong)raw_n);
     uint8_t *buf = malloc(HDR_BYTES + comp_n + 8);
-    qk_afile *f = NULL;
     int rc = 0;
     if (!raw || !buf) {
         rc = qk_error(QK_ENOMEM, "%s: out of memory", path);
@@ -79,12 +78,8 @@ int qk_base_results_save(const qk_base_results *b, const char *path)
     qk_wr_u64(h + 80, (uint64_t)comp_n);
     size_t total = HDR_BYTES + comp_n;
     qk_wr_u64(buf + total, qk_hash64(buf, total));
-    if ((rc = qk_afile_open(&f, path)) || (rc = qk_afile_write(f, buf, total + 8)))
-        goto done;
-    rc = qk_afile_commit(f);
-    f = NULL;
+    rc = qk_write_file_atomic(path, buf, total + 8, NULL);
 done:
-    qk_afile_abort(f);
     free(raw);
     free(buf);
     return rc;

@@ -11,6 +11,7 @@
 #include "quantkit/common.h"
 #include "quantkit/eval.h"
 #include "quantkit/gguf.h"
+#include "quantkit/hf.h"
 #include "quantkit/metrics.h"
 #include "quantkit/model.h"
 #include "quantkit/tool.h"
@@ -526,19 +527,7 @@ static int run(const opts_t *o, int *gate_failed)
                 cJSON_AddItemToArray(ca, x);
             }
         }
-        char *txt = cJSON_Print(j);
-        qk_afile *f = NULL;
-        rc = txt ? qk_afile_open(&f, o->json) : qk_error(QK_ENOMEM, "out of memory");
-        if (!rc)
-            rc = qk_afile_write(f, txt, strlen(txt));
-        if (!rc)
-            rc = qk_afile_write(f, "\n", 1);
-        if (!rc) {
-            rc = qk_afile_commit(f);
-            f = NULL;
-        }
-        qk_afile_abort(f);
-        free(txt);
+        rc = qk_hf_write_json(o->json, j);
     }
 done:
     cJSON_Delete(j);

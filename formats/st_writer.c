@@ -343,7 +343,6 @@ int qk_st_write_index(const char *path, uint64_t total_size, const char *const *
     assert(path && (n == 0 || (names && shard_of)) && n >= 0);
     int rc = 0;
     st_buf b = {0};
-    qk_afile *f = NULL;
     char nm[QK_ST_SHOW_CAP], nm2[QK_ST_SHOW_CAP];
     const char **sorted = calloc((size_t)n + 1, sizeof *sorted);
     if (!sorted) {
@@ -384,12 +383,8 @@ int qk_st_write_index(const char *path, uint64_t total_size, const char *const *
         rc = qk_error(QK_ENOMEM, "%s: out of memory", path);
         goto done;
     }
-    if ((rc = qk_afile_open(&f, path)) < 0 || (rc = qk_afile_write(f, b.p, b.n)) < 0)
-        goto done;
-    rc = qk_afile_commit(f);
-    f = NULL;
+    rc = qk_write_file_atomic(path, b.p, b.n, NULL);
 done:
-    qk_afile_abort(f);
     free(sorted);
     free(b.p);
     return rc;

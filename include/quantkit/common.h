@@ -113,6 +113,9 @@ int qk_afile_pwrite(qk_afile *f, const void *buf, size_t n, uint64_t off);
 uint64_t qk_afile_tell(const qk_afile *f);
 const char *qk_afile_path(const qk_afile *f);
 int qk_afile_commit(qk_afile *f); /* frees f */
+/* Write a whole small file atomically: open, write data (and `tail`, when
+ * non-NULL, e.g. a final newline), commit. */
+int qk_write_file_atomic(const char *path, const void *data, size_t n, const char *tail);
 void qk_afile_abort(qk_afile *f); /* frees f; accepts NULL */
 
 /* An output directory built as a temporary sibling ".NAME.qk-tmp-XXXXXX" and
