@@ -7,6 +7,7 @@
 #   make asan       the tests (and tools) under AddressSanitizer + UBSan
 #   make demo       the main job on the default model
 #   make bench      benchmarks (see bench/README.md)
+#   make fuzz       libFuzzer targets (clang); make fuzz-smoke runs each briefly
 
 CC      ?= cc
 PKGS    := zlib libcjson openblas libxxhash
@@ -96,25 +97,28 @@ clean:
 distclean: clean
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,13p' Makefile
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
 
 # ------------------------------------------------------------------ fuzzing
 # make fuzz        libFuzzer targets (clang, ASan + UBSan) in build/fuzz/
-# make fuzz-smoke  each target for FUZZ_TIME seconds on seeds derived from
+# make fuzz-smoke  each target for FUZZ_TIME seconds (FUZZ_JOBS at a time) on seeds derived from
 #                  ../shared/data (tests/fuzz/seeds.sh) and the committed cases
 #                  (tests/fuzz/cases/); fails on any crash, leak or timeout.
 # docs/SECURITY.md says more (long runs, adding a target).
 FUZZ_CC    ?= clang
 FUZZ_DIR   := build/fuzz
 FUZZ_TIME  ?= 20
-FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_JOBS  ?= 1
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+              -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: fuzz fuzz-build fuzz-smoke
 
 fuzz:
+	@sh tests/fuzz/ensure-clang.sh $(FUZZ_CC)
 	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) BUILD=$(FUZZ_DIR)/obj BIN=$(FUZZ_DIR)/bin \
 	    OPT="-O1 -gline-tables-only" SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-build
 
@@ -122,11 +126,13 @@ fuzz:
 .SECONDARY: $(BUILD)/tests/fuzz/fz_util.o
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/%) $(FUZZ_DIR)/mkseeds
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/tests/fuzz/fz_util.o $(LIB)
-	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/tests/fuzz/fz_util.o $(LIB) tests/fuzz/fz_util.h
+	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 $(FUZZ_DIR)/mkseeds: tests/fuzz/mkseeds.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 fuzz-smoke: fuzz
-	@sh tests/fuzz/run.sh -t $(FUZZ_TIME)
+	@sh tests/fuzz/run.sh -t $(FUZZ_TIME) -j $(FUZZ_JOBS)
+
+-include $(BUILD)/tests/fuzz/fz_util.d

@@ -4,6 +4,7 @@
 
 #include <cJSON.h>
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ struct qk_model {
     qk_model_tensor *t;
     qk_gptq_tensor *gq; /* [capacity of t]: GPTQ layers, pointed to by t[i].gptq */
     int64_t n_t;
+    const qk_model_tensor **by_name; /* [n_t] sorted by name, built when opening succeeds */
     uint64_t source_bytes;
     float **scales; /* [2 * n_t] or NULL: owned col/row scale vectors (qk_model_set_scales) */
 };
@@ -174,12 +176,28 @@ const qk_model_tensor *qk_model_tensor_at(const qk_model *m, int64_t i)
     return i >= 0 && i < m->n_t ? &m->t[i] : NULL;
 }
 
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp((*(const qk_model_tensor *const *)a)->name, (*(const qk_model_tensor *const *)b)->name);
+}
+
+/* Binary search once the model is open: callers look up every tensor (up to
+ * 9 * MAX_LAYERS + 3 of them), which must not be quadratic. */
 const qk_model_tensor *qk_model_find(const qk_model *m, const char *name)
 {
-    for (int64_t i = 0; i < m->n_t; i++)
-        if (!strcmp(m->t[i].name, name))
-            return &m->t[i];
-    return NULL;
+    if (!m->by_name) { /* while opening */
+        for (int64_t i = 0; i < m->n_t; i++)
+            if (!strcmp(m->t[i].name, name))
+                return &m->t[i];
+        return NULL;
+    }
+    qk_model_tensor key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    if (strlen(name) >= sizeof key.name)
+        return NULL;
+    const qk_model_tensor *kp = &key;
+    const qk_model_tensor **hit = bsearch(&kp, m->by_name, (size_t)m->n_t, sizeof *m->by_name, cmp_tensor_name);
+    return hit ? *hit : NULL;
 }
 
 void qk_model_close(qk_model *m)
@@ -194,6 +212,7 @@ void qk_model_close(qk_model *m)
         free(m->scales[i]);
     free(m->scales);
     free(m->t);
+    free(m->by_name);
     free(m->gq);
     free(m->path);
     free(m);
@@ -452,6 +471,10 @@ static int open_gguf(qk_model *m, const qk_model_opts *o)
         free(cl);
         return qk_error(QK_ENOMEM, "out of memory");
     }
+    /* used[i]: GGUF tensor i is a canonical one */
+    uint8_t *used = calloc((size_t)qk_gguf_n_tensors(g) + 1, 1);
+    if (!used)
+        rc = qk_error(QK_ENOMEM, "out of memory");
     for (int64_t i = 0; i < ncl && !rc; i++) {
         const qk_gguf_tensor *gt = qk_gguf_find_tensor(g, cl[i].name);
         if (!gt) {
@@ -459,17 +482,18 @@ static int open_gguf(qk_model *m, const qk_model_opts *o)
                 rc = qk_error(QK_EFORMAT, "%s: missing tensor '%s'", m->path, cl[i].name);
             continue;
         }
+        used[gt - qk_gguf_tensor_at(g, 0)] = 1;
         rc = set_tensor(m, &m->t[m->n_t], &cl[i], gt->type, gt->n_dims, gt->ne, gt->data, gt->nbytes,
                         qk_gguf_map(g));
         if (!rc)
             m->n_t++;
     }
     /* tensors the llama layout does not know are reported, not silently dropped */
-    for (int64_t i = 0; i < qk_gguf_n_tensors(g) && !rc; i++) {
-        const qk_gguf_tensor *gt = qk_gguf_tensor_at(g, i);
-        if (!qk_model_find(m, gt->name))
-            qk_log(QK_LOG_WARN, "%s: ignoring tensor '%s' that the llama layout does not use", m->path, gt->name);
-    }
+    for (int64_t i = 0; i < qk_gguf_n_tensors(g) && !rc; i++)
+        if (!used[i])
+            qk_log(QK_LOG_WARN, "%s: ignoring tensor '%s' that the llama layout does not use", m->path,
+                   qk_gguf_tensor_at(g, i)->name);
+    free(used);
     free(cl);
     if (rc)
         return rc;
@@ -506,8 +530,9 @@ static int json_num(const cJSON *o, const char *key, float *out, const char *pat
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v))
         return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return qk_error(QK_EFORMAT, "%s: \"%s\" must be a number", path, key);
+    /* stored as float: a finite double beyond FLT_MAX would become Inf */
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || fabs(v->valuedouble) > FLT_MAX)
+        return qk_error(QK_EFORMAT, "%s: \"%s\" must be a number within float range", path, key);
     *out = (float)v->valuedouble;
     return 0;
 }
@@ -618,12 +643,19 @@ done:
     return rc;
 }
 
-/* The shard holding st (NULL when st is not in the set). */
+/* The shard holding st (NULL when st is not in the set): each shard keeps
+ * its tensors in one array, so this is a range test per shard rather than
+ * a scan of every tensor (which made opening quadratic in tensors). */
 static const qk_safetensors *shard_of(const qk_st_set *s, const qk_st_tensor *st)
 {
-    for (int64_t k = 0; k < qk_st_set_n_tensors(s); k++)
-        if (qk_st_set_tensor_at(s, k) == st)
-            return qk_st_set_shard_of(s, k);
+    for (int64_t j = 0; j < qk_st_set_n_shards(s); j++) {
+        const qk_safetensors *sh = qk_st_set_shard(s, j);
+        int64_t n = qk_safetensors_n_tensors(sh);
+        uintptr_t p = (uintptr_t)st, lo = (uintptr_t)qk_safetensors_tensor_at(sh, 0),
+                  hi = (uintptr_t)qk_safetensors_tensor_at(sh, n - 1);
+        if (n > 0 && p >= lo && p <= hi)
+            return sh;
+    }
     return NULL;
 }
 
@@ -729,12 +761,8 @@ static int open_hf(qk_model *m, const char *dir, const char *st_path, const qk_m
         int64_t ne[QK_ST_MAX_DIMS];
         for (int d = 0; d < st->n_dims; d++)
             ne[d] = st->shape[st->n_dims - 1 - d];
-        const qk_mmap *map = NULL;
-        for (int64_t k = 0; k < qk_st_set_n_tensors(m->st); k++)
-            if (qk_st_set_tensor_at(m->st, k) == st) {
-                map = qk_safetensors_map(qk_st_set_shard_of(m->st, k));
-                break;
-            }
+        const qk_safetensors *sh = shard_of(m->st, st);
+        const qk_mmap *map = sh ? qk_safetensors_map(sh) : NULL;
         rc = set_tensor(m, &m->t[m->n_t], &cl[i], type, st->n_dims, ne, st->data, st->nbytes, map);
         if (!rc) {
             m->t[m->n_t].perm_heads = cl[i].perm_heads;
@@ -955,6 +983,17 @@ int qk_model_open(qk_model **out, const char *path, const qk_model_opts *opts)
         rc = qk_error(QK_EFORMAT, "%s: tokenizer has %lld tokens but the model's vocabulary is %lld", vp ? vp : path,
                       (long long)m->vocab->n_tokens, (long long)m->cfg.n_vocab);
     free(found_vocab);
+    if (!rc) {
+        const qk_model_tensor **ix = malloc(((size_t)m->n_t + 1) * sizeof *ix);
+        if (!ix) {
+            rc = qk_error(QK_ENOMEM, "out of memory");
+        } else {
+            for (int64_t i = 0; i < m->n_t; i++)
+                ix[i] = &m->t[i];
+            qsort(ix, (size_t)m->n_t, sizeof *ix, cmp_tensor_name);
+            m->by_name = ix;
+        }
+    }
     if (rc) {
         qk_model_close(m);
         return rc;

@@ -55,7 +55,7 @@ typedef struct fw_weight {
     const qk_model_tensor *t;
     int64_t ne0, rows;
     float *ovr;   /* [rows][ne0] override set by qk_forward_override_weight, or NULL */
-    const float *direct; /* [rows][ne0] the mapped data itself (aligned F32, no permutation or padding), or NULL */
+    const float *direct; /* [rows][ne0] the mapped data itself (aligned F32, no permutation, padding or scales), or NULL */
     float *cache; /* [rows][ne0] dequantized copy kept across calls, or NULL */
 } fw_weight;
 
@@ -463,7 +463,7 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
         }
         const qk_model_tensor *t = w->t;
         if (t->type == QK_TYPE_F32 && !t->gptq && t->src_ne0 == w->ne0 && t->src_rows == w->rows && t->perm_heads <= 0 &&
-            (uintptr_t)t->data % sizeof(float) == 0)
+            !t->col_scale && !t->row_scale && (uintptr_t)t->data % sizeof(float) == 0)
             w->direct = (const float *)(const void *)t->data;
         else
             total_bytes += w->ne0 * w->rows * (int64_t)sizeof(float);

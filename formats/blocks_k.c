@@ -854,15 +854,37 @@ void qk_blocks_q5_k_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
+/* The sub-block search of quantize_row_q{4,5}_K_ref: make_qkx2 on each
+ * sub-block of 32 with weights av_x + |x| (av_x = rms of the sub-block). */
+void qk_blocks_qk45_search_ref(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins)
+{
+    uint8_t Laux[32];
+    float weights[32];
+    const float rmin = nmax == 15 ? -1.f : -0.5f;
+    const int nstep = nmax == 15 ? 20 : 15;
+    for (int j = 0; j < nb * (QK_K / 32); ++j) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l)
+            sum_x2 += x[32 * j + l] * x[32 * j + l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; ++l)
+            weights[l] = av_x + fabsf(x[32 * j + l]);
+        scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
+                                     false);
+    }
+}
+
 /* The shared body of Q4_K/Q5_K encoding (nmax 15 or 31). Search per
- * sub-block: without importance (quantize_row_q{4,5}_K_ref) make_qkx2 with
- * weights av_x + |x| (av_x = rms of the sub-block) and 6-bit codes against
- * the largest scale and min; with importance (quantize_row_q{4,5}_K_impl)
- * make_qkx3 with weights qw*sqrt(sigma2 + x^2) (sigma2 = 2*mean x^2 of the
- * super-block) and make_qp_quants for the codes. Then requantize every value
- * with the stored fp16 scales. Writes scales, d, dmin; returns codes in L. */
+ * sub-block: without importance (quantize_row_q{4,5}_K_ref) the caller has
+ * run the search (qk_blocks_qk45_search_ref or a SIMD copy of it): L holds
+ * its codes and s_scales[8], s_mins[8] its results, coded here in 6 bits
+ * against the largest scale and min; with importance
+ * (quantize_row_q{4,5}_K_impl) make_qkx3 with weights qw*sqrt(sigma2 + x^2)
+ * (sigma2 = 2*mean x^2 of the super-block) and make_qp_quants for the codes.
+ * Then requantize every value with the stored fp16 scales. Writes scales, d,
+ * dmin; returns codes in L. */
 static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint8_t *dmin_out, uint8_t *L, int nmax,
-                       const float *quant_weights)
+                       const float *quant_weights, const float *s_scales, const float *s_mins)
 {
     uint8_t Laux[32];
     float weights[32];
@@ -871,19 +893,11 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
 
     memset(scales_out, 0, 12);
     if (!quant_weights) {
-        const float rmin = nmax == 15 ? -1.f : -0.5f;
-        const int nstep = nmax == 15 ? 20 : 15;
         float max_scale = 0;
         float max_min = 0;
+        memcpy(scales, s_scales, sizeof scales);
+        memcpy(mins, s_mins, sizeof mins);
         for (int j = 0; j < QK_K / 32; ++j) {
-            float sum_x2 = 0;
-            for (int l = 0; l < 32; ++l)
-                sum_x2 += x[32 * j + l] * x[32 * j + l];
-            float av_x = sqrtf(sum_x2 / 32);
-            for (int l = 0; l < 32; ++l)
-                weights[l] = av_x + fabsf(x[32 * j + l]);
-            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
-                                         false);
             float scale = scales[j];
             if (scale > max_scale)
                 max_scale = scale;
@@ -950,13 +964,24 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
     }
 }
 
-void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+/* Rows are searched QK45_GROUP super-blocks at a time (a SIMD search
+ * interleaves them), then each super-block is finished by qk45_block. */
+#define QK45_GROUP QK_BLOCKS_SEARCH_GROUP
+
+void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_qk45_search_fn search)
 {
     assert(n % QK_K == 0);
     qk_block_q4_k *y = dst;
-    uint8_t L[QK_K];
+    uint8_t Lg[QK45_GROUP * QK_K];
+    float scales[QK45_GROUP * (QK_K / 32)], mins[QK45_GROUP * (QK_K / 32)];
     for (int64_t i = 0; i < n / QK_K; i++) {
-        qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 15, importance ? importance + QK_K * i : NULL);
+        const int k = (int)(i % QK45_GROUP);
+        if (k == 0 && !importance)
+            search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 15, Lg, scales, mins);
+        uint8_t *L = Lg + QK_K * k;
+        qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 15, importance ? importance + QK_K * i : NULL,
+                   scales + 8 * k, mins + 8 * k);
         uint8_t *q = y[i].qs;
         for (int j = 0; j < QK_K; j += 64) {
             for (int l = 0; l < 32; ++l)
@@ -966,13 +991,20 @@ void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const
     }
 }
 
-void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_qk45_search_fn search)
 {
     assert(n % QK_K == 0);
     qk_block_q5_k *y = dst;
-    uint8_t L[QK_K];
+    uint8_t Lg[QK45_GROUP * QK_K];
+    float scales[QK45_GROUP * (QK_K / 32)], mins[QK45_GROUP * (QK_K / 32)];
     for (int64_t i = 0; i < n / QK_K; i++) {
-        qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 31, importance ? importance + QK_K * i : NULL);
+        const int k = (int)(i % QK45_GROUP);
+        if (k == 0 && !importance)
+            search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 31, Lg, scales, mins);
+        uint8_t *L = Lg + QK_K * k;
+        qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 31, importance ? importance + QK_K * i : NULL,
+                   scales + 8 * k, mins + 8 * k);
         uint8_t *qh = y[i].qh;
         uint8_t *ql = y[i].qs;
         memset(qh, 0, QK_K / 8);
@@ -996,6 +1028,16 @@ void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const
             ql += 32;
         }
     }
+}
+
+void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+{
+    qk_blocks_q4_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref);
+}
+
+void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+{
+    qk_blocks_q5_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref);
 }
 
 /* ==================================================================== Q6_K
@@ -1034,20 +1076,32 @@ void qk_blocks_q6_k_to_float(const void *src, float *dst, int64_t n)
     }
 }
 
-/* quantize_row_q6_K_ref / _impl: make_qx_quants (x^2 weights, or the
- * importance values themselves) per sub-block, 8-bit signed scale codes
- * against the scale of largest magnitude (-128 maps to it), requantize. */
-static void q6_k_block(const float *x, qk_block_q6_k *y, const float *quant_weights)
+/* The sub-block search of quantize_row_q6_K_ref: make_qx_quants(16, 32)
+ * with x^2 weights on each sub-block of 16. */
+void qk_blocks_q6_k_search_ref(const float *x, int nb, int8_t *L, float *scales)
+{
+    for (int ib = 0; ib < nb * (QK_K / 16); ++ib)
+        scales[ib] = qk_blocks_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, NULL);
+}
+
+/* quantize_row_q6_K_ref / _impl: make_qx_quants (x^2 weights through
+ * `search`, or the importance values themselves) per sub-block, 8-bit signed
+ * scale codes against the scale of largest magnitude (-128 maps to it),
+ * requantize. */
+static void q6_k_block(const float *x, qk_block_q6_k *y, const float *quant_weights, qk_blocks_q6_k_search_fn search)
 {
     int8_t L[QK_K];
     float scales[QK_K / 16];
 
     float max_scale = 0;
     float max_abs_scale = 0;
+    if (quant_weights)
+        for (int ib = 0; ib < QK_K / 16; ++ib)
+            scales[ib] = qk_blocks_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, quant_weights + 16 * ib);
+    else
+        search(x, 1, L, scales);
     for (int ib = 0; ib < QK_K / 16; ++ib) {
-        const float *qw = quant_weights ? quant_weights + 16 * ib : NULL;
-        const float scale = qk_blocks_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw);
-        scales[ib] = scale;
+        const float scale = scales[ib];
         const float abs_scale = fabsf(scale);
         if (abs_scale > max_abs_scale) {
             max_abs_scale = abs_scale;
@@ -1095,10 +1149,16 @@ static void q6_k_block(const float *x, qk_block_q6_k *y, const float *quant_weig
     }
 }
 
-void qk_blocks_q6_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+void qk_blocks_q6_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_q6_k_search_fn search)
 {
     assert(n % QK_K == 0);
     qk_block_q6_k *y = dst;
     for (int64_t i = 0; i < n / QK_K; i++)
-        q6_k_block(src + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL);
+        q6_k_block(src + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL, search);
+}
+
+void qk_blocks_q6_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
+{
+    qk_blocks_q6_k_encode(src, dst, n, importance, qk_blocks_q6_k_search_ref);
 }

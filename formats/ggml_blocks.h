@@ -39,7 +39,12 @@
  *    the weighted paths of Q4_0/Q4_1/Q5_0/Q5_1, whose sigma2 is the mean
  *    square of the whole call's n elements (llama.cpp's n_per_row): give
  *    them exactly one row per call.
- *  - from_float is NULL: quantize/ supplies better searches later.
+ *  - from_float, where not NULL, is a faster encoder that writes the same
+ *    bytes as from_float_ref for every input (blocks_avx2.c: the reference's
+ *    float operations in the reference's order, vectorized over elements or
+ *    over independent sub-blocks; chosen once at run time when the CPU has
+ *    AVX2, else it calls the reference). tests/test_blocks.c pins the
+ *    equality on random and adversarial data.
  */
 #ifndef QK_GGML_BLOCKS_H
 #define QK_GGML_BLOCKS_H
@@ -110,16 +115,23 @@ void qk_blocks_q6_k_from_float_ref(const float *src, void *dst, int64_t n, const
 void qk_blocks_iq4_nl_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
 void qk_blocks_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n, const float *importance);
 
-#define QK_BLOCKS_Q4_0 qk_blocks_q4_0_to_float, qk_blocks_q4_0_from_float_ref, NULL
+/* Fast encoders (blocks_avx2.c): same bytes as the _ref ones. */
+void qk_blocks_q4_0_from_float(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q8_0_from_float(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q4_k_from_float(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q5_k_from_float(const float *src, void *dst, int64_t n, const float *importance);
+void qk_blocks_q6_k_from_float(const float *src, void *dst, int64_t n, const float *importance);
+
+#define QK_BLOCKS_Q4_0 qk_blocks_q4_0_to_float, qk_blocks_q4_0_from_float_ref, qk_blocks_q4_0_from_float
 #define QK_BLOCKS_Q4_1 qk_blocks_q4_1_to_float, qk_blocks_q4_1_from_float_ref, NULL
 #define QK_BLOCKS_Q5_0 qk_blocks_q5_0_to_float, qk_blocks_q5_0_from_float_ref, NULL
 #define QK_BLOCKS_Q5_1 qk_blocks_q5_1_to_float, qk_blocks_q5_1_from_float_ref, NULL
-#define QK_BLOCKS_Q8_0 qk_blocks_q8_0_to_float, qk_blocks_q8_0_from_float_ref, NULL
+#define QK_BLOCKS_Q8_0 qk_blocks_q8_0_to_float, qk_blocks_q8_0_from_float_ref, qk_blocks_q8_0_from_float
 #define QK_BLOCKS_Q2_K qk_blocks_q2_k_to_float, qk_blocks_q2_k_from_float_ref, NULL
 #define QK_BLOCKS_Q3_K qk_blocks_q3_k_to_float, qk_blocks_q3_k_from_float_ref, NULL
-#define QK_BLOCKS_Q4_K qk_blocks_q4_k_to_float, qk_blocks_q4_k_from_float_ref, NULL
-#define QK_BLOCKS_Q5_K qk_blocks_q5_k_to_float, qk_blocks_q5_k_from_float_ref, NULL
-#define QK_BLOCKS_Q6_K qk_blocks_q6_k_to_float, qk_blocks_q6_k_from_float_ref, NULL
+#define QK_BLOCKS_Q4_K qk_blocks_q4_k_to_float, qk_blocks_q4_k_from_float_ref, qk_blocks_q4_k_from_float
+#define QK_BLOCKS_Q5_K qk_blocks_q5_k_to_float, qk_blocks_q5_k_from_float_ref, qk_blocks_q5_k_from_float
+#define QK_BLOCKS_Q6_K qk_blocks_q6_k_to_float, qk_blocks_q6_k_from_float_ref, qk_blocks_q6_k_from_float
 #define QK_BLOCKS_IQ4_NL qk_blocks_iq4_nl_to_float, qk_blocks_iq4_nl_from_float_ref, NULL
 #define QK_BLOCKS_IQ4_XS qk_blocks_iq4_xs_to_float, qk_blocks_iq4_xs_from_float_ref, NULL
 
@@ -134,6 +146,28 @@ void qk_blocks_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n, con
 float qk_blocks_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
 float qk_blocks_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                                  uint8_t *Laux, float rmin, float rdelta, int nstep, _Bool use_mad);
+
+/* The K-quant encoders with a replaceable sub-block search (importance
+ * NULL; with importance the reference's weighted search runs whatever
+ * `search` is), so a SIMD search shares the rest of the reference code.
+ * A search takes nb consecutive super-blocks x[nb*256] (Q4_K/Q5_K: nb up to
+ * QK_BLOCKS_SEARCH_GROUP, so a SIMD search may interleave them; Q6_K: 1).
+ * qk45 search (Q4_K nmax 15, Q5_K nmax 31): for each sub-block of 32,
+ * make_qkx2_quants with weights av_x + |x| -> scales[nb*8], mins[nb*8]
+ * (the_min, >= 0 unless the data is not finite), codes L[nb*256].
+ * Q6_K search: make_qx_quants(16, 32, x^2 weights) on each sub-block of 16
+ * -> scales[nb*16], codes L[nb*256] (l + 32). */
+#define QK_BLOCKS_SEARCH_GROUP 2
+typedef void (*qk_blocks_qk45_search_fn)(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
+typedef void (*qk_blocks_q6_k_search_fn)(const float *x, int nb, int8_t *L, float *scales);
+void qk_blocks_qk45_search_ref(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
+void qk_blocks_q6_k_search_ref(const float *x, int nb, int8_t *L, float *scales);
+void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_qk45_search_fn search);
+void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_qk45_search_fn search);
+void qk_blocks_q6_k_encode(const float *src, void *dst, int64_t n, const float *importance,
+                           qk_blocks_q6_k_search_fn search);
 
 /* Round to nearest, ties to even, as ggml's nearest_int: add 1.5*2^23 and
  * read the mantissa. Exact for |f| <= 2^22 - 1; larger or non-finite inputs

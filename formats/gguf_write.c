@@ -44,6 +44,8 @@ struct qk_gguf_writer {
     uint64_t kv_mask;  /* slots - 1 (0 while kv_slots is NULL) */
     wtensor *ts;     /* [n_ts], file order */
     int64_t n_ts, cap_ts;
+    int64_t *ts_slots; /* name hash -> index + 1 (0 empty), as kv_slots */
+    uint64_t ts_mask;
 
     int state;
     qk_afile *f;
@@ -95,6 +97,7 @@ void qk_gguf_writer_free(qk_gguf_writer *w)
     for (int64_t i = 0; i < w->n_ts; i++)
         free(w->ts[i].name);
     free(w->ts);
+    free(w->ts_slots);
     qk_hasher_free(w->h);
     free(w->val_off);
     free(w);
@@ -348,6 +351,42 @@ int qk_gguf_writer_set_arr_str(qk_gguf_writer *w, const char *key, const char *c
 
 /* --------------------------------------------------------------- tensors */
 
+/* Tensor names through a hash table too: a model may have 9 * 4096 + 3. */
+static int64_t ts_index(const qk_gguf_writer *w, const char *name, size_t len)
+{
+    if (!w->ts_slots)
+        return -1;
+    for (uint64_t pos = qk_hash64(name, len) & w->ts_mask;; pos = (pos + 1) & w->ts_mask) {
+        int64_t i = w->ts_slots[pos] - 1;
+        if (i < 0 || !strcmp(w->ts[i].name, name))
+            return i;
+    }
+}
+
+/* Room for one more name: (re)build the table for ts[0..n_ts) when it is
+ * absent or would be more than half full. */
+static int ts_reserve(qk_gguf_writer *w)
+{
+    if (w->ts_slots && 2 * (uint64_t)(w->n_ts + 1) <= w->ts_mask + 1)
+        return 0;
+    uint64_t cap = 128;
+    while (cap < 2 * (uint64_t)(w->n_ts + 1))
+        cap *= 2;
+    int64_t *slots = calloc((size_t)cap, sizeof *slots);
+    if (!slots)
+        return qk_error(QK_ENOMEM, "gguf writer: out of memory");
+    for (int64_t i = 0; i < w->n_ts; i++) {
+        uint64_t pos = qk_hash64(w->ts[i].name, strlen(w->ts[i].name)) & (cap - 1);
+        while (slots[pos])
+            pos = (pos + 1) & (cap - 1);
+        slots[pos] = i + 1;
+    }
+    free(w->ts_slots);
+    w->ts_slots = slots;
+    w->ts_mask = cap - 1;
+    return 0;
+}
+
 int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne)
 {
     assert(w && name && ne);
@@ -363,9 +402,8 @@ int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int
                         QK_GGUF_MAX_DIMS);
     if (w->n_ts >= (int64_t)QK_GGUF_MAX_TENSORS)
         return qk_error(QK_ELIMIT, "gguf writer: more than %u tensors", (unsigned)QK_GGUF_MAX_TENSORS);
-    for (int64_t i = 0; i < w->n_ts; i++)
-        if (!strcmp(w->ts[i].name, name))
-            return qk_error(QK_EINVAL, "gguf writer: duplicate tensor name '%s'", name);
+    if (ts_index(w, name, len) >= 0)
+        return qk_error(QK_EINVAL, "gguf writer: duplicate tensor name '%s'", name);
     int64_t elems = 1;
     for (int d = 0; d < n_dims; d++)
         if (ne[d] < 0 || qk_mul_i64(elems, ne[d], &elems))
@@ -383,10 +421,16 @@ int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int
         w->ts = t;
         w->cap_ts = cap;
     }
+    if ((rc = ts_reserve(w)))
+        return rc;
     wtensor *t = &w->ts[w->n_ts];
     memset(t, 0, sizeof *t);
     if (!(t->name = strdup(name)))
         return qk_error(QK_ENOMEM, "gguf writer: out of memory");
+    uint64_t pos = qk_hash64(name, len) & w->ts_mask;
+    while (w->ts_slots[pos])
+        pos = (pos + 1) & w->ts_mask;
+    w->ts_slots[pos] = w->n_ts + 1;
     t->type = type;
     t->n_dims = n_dims;
     for (int d = 0; d < QK_GGUF_MAX_DIMS; d++)

@@ -21,11 +21,14 @@
 #include "quantkit/metrics.h"
 #include "quantkit/quantize.h"
 
-#define MAX_CELLS (1u << 26)          /* DP choice table: tensors x budget units */
+#define MAX_CELLS (1u << 26)          /* DP choice table: tensors x budget units (bytes) */
+#define MAX_UNITS (1u << 22)          /* DP budget units (two rows of doubles: 64 MiB) */
 #define MAX_TEXT_BYTES (256u << 20)
 #define MAX_BASE_FLOATS (128u << 20)  /* measure: base log-probs kept (512 MiB) */
 #define TOKENS_PER_CALL 4096
 #define DEFAULT_CHUNKS 16
+#define SAMPLE_ELEMS (1 << 18)        /* default sample: at most this many elements ... */
+#define SAMPLE_MIN_ROWS 16            /* ... but at least this many rows */
 
 /* Every type the allocator may pick, by increasing bits per weight (ties:
  * the 256-blocks first). F32 and BF16 only when asked for. */
@@ -146,6 +149,8 @@ static int estimate(qk_alloc_tensor *a, const qk_model *m, const qk_model_tensor
 {
     const int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
     const int64_t n = rows < max_rows ? rows : max_rows;
+    if (n <= 0)
+        return 0; /* no rows: no error, no energy */
     size_t max_rb = 0;
     for (int k = 0; k < a->n_cand; k++) {
         size_t rb;
@@ -275,6 +280,7 @@ static int measure(const qk_model *m, const qk_alloc_params *p, qk_alloc_tensor 
     const float *imp_use = NULL;
     float *imp = NULL;
     measure_ctx c = {0};
+    qk_progress *prog = NULL;
     int rc = load_windows(m, p, &win, &n_chunks);
     if (rc)
         goto done;
@@ -319,6 +325,12 @@ static int measure(const qk_model *m, const qk_alloc_params *p, qk_alloc_tensor 
         goto done;
     c.collect = 0;
     const double n_pos = (double)n_chunks * (double)c.n_scored;
+    int64_t n_probe = 0;
+    for (int64_t i = 0; i < qk_model_n_tensors(m); i++)
+        for (int k = 0; !at[i].fixed && at[i].n_cand >= 2 && k < at[i].n_cand; k++)
+            n_probe += p->measure == QK_ALLOC_MEASURE_ALL ? qk_type_get(at[i].cand[k].type)->is_quantized
+                                                          : k == probe_of(&at[i]);
+    prog = qk_progress_start("measuring", (uint64_t)n_probe, "passes");
     for (int64_t i = 0; i < qk_model_n_tensors(m) && !rc; i++) {
         const qk_model_tensor *t = qk_model_tensor_at(m, i);
         qk_alloc_tensor *a = &at[i];
@@ -343,11 +355,13 @@ static int measure(const qk_model *m, const qk_alloc_params *p, qk_alloc_tensor 
                 break;
             a->cand[k].kld = c.kld_sum / n_pos;
             (*n_passes)++;
+            qk_progress_add(prog, 1);
         }
         if (!rc)
             rc = qk_forward_override_weight(f, t->name, NULL);
     }
 done:
+    qk_progress_finish(prog);
     qk_forward_free(f);
     free(win);
     free(c.base);
@@ -418,11 +432,13 @@ int qk_alloc_solve(qk_alloc_tensor *at, int64_t n, uint64_t budget, uint64_t *mi
                       need, need - budget, budget);
         goto done;
     }
+    if (ni == 0)
+        goto done;
     /* units: the gcd of the costs (exact), coarser when the table would be too big */
-    uint64_t unit = g ? g : 1;
-    if (ni > 0 && budget / unit + 1 > MAX_CELLS / (uint64_t)ni) {
-        uint64_t per = MAX_CELLS / (uint64_t)ni - 1;
-        uint64_t u = budget / (per ? per : 1) + 1;
+    uint64_t unit = g ? g : 1, per = MAX_CELLS / (uint64_t)ni;
+    per = per > MAX_UNITS ? MAX_UNITS : per;
+    if (budget / unit + 1 > per) {
+        uint64_t u = budget / (per > 1 ? per - 1 : 1) + 1;
         unit = (u + unit - 1) / unit * unit;
     }
     const uint64_t B = budget / unit;
@@ -438,11 +454,14 @@ int qk_alloc_solve(qk_alloc_tensor *at, int64_t n, uint64_t budget, uint64_t *mi
     for (int64_t s = 0; s < ni; s++) {
         const qk_alloc_tensor *a = &at[items[s]];
         uint8_t *cs = ch + (size_t)s * (size_t)(B + 1);
+        uint64_t cu[QK_ALLOC_MAX_CAND];
+        for (int k = 0; k < a->n_cand; k++)
+            cu[k] = (a->cand[k].cost + unit - 1) / unit;
         for (uint64_t b = 0; b <= B; b++) {
             double best = INFINITY;
             int bk = 0;
             for (int k = 0; k < a->n_cand; k++) {
-                uint64_t c = (a->cand[k].cost + unit - 1) / unit;
+                uint64_t c = cu[k];
                 if (c <= b && prev[b - c] + a->cand[k].loss < best) {
                     best = prev[b - c] + a->cand[k].loss;
                     bk = k;
@@ -456,7 +475,7 @@ int qk_alloc_solve(qk_alloc_tensor *at, int64_t n, uint64_t budget, uint64_t *mi
         cur = t;
     }
     uint64_t used = 0;
-    if (ni > 0 && isinf(prev[B])) {
+    if (isinf(prev[B])) {
         /* costs rounded up to coarse units do not fit although the bytes do:
          * the smallest candidates, then the top-up below */
         for (int64_t s = 0; s < ni; s++) {
@@ -530,7 +549,7 @@ int qk_alloc_plan(const qk_model *m, const qk_alloc_params *p, qk_plan_entry *pl
 {
     const int64_t nt = qk_model_n_tensors(m);
     const uint64_t align = p->mode == QK_ALLOC_SIZE ? (p->alignment ? p->alignment : 32) : 1;
-    const int64_t max_rows = p->sample_rows > 0 ? p->sample_rows : QK_ALLOC_SAMPLE_ROWS;
+    const int tied = qk_model_find(m, "output.weight") == NULL;
     float *imp = NULL;
     int rc = 0;
     memset(res, 0, sizeof *res);
@@ -553,6 +572,7 @@ int qk_alloc_plan(const qk_model *m, const qk_alloc_params *p, qk_plan_entry *pl
     if (!(imp = malloc((size_t)max_ne0 * sizeof(float))))
         return qk_error(QK_ENOMEM, "out of memory");
     double t0 = qk_now();
+    qk_progress *prog = qk_progress_start("estimating", (uint64_t)nt, "tensors");
     for (int64_t i = 0; i < nt && !rc; i++) {
         const qk_model_tensor *t = qk_model_tensor_at(m, i);
         qk_alloc_tensor *a = &at[i];
@@ -569,6 +589,7 @@ int qk_alloc_plan(const qk_model *m, const qk_alloc_params *p, qk_plan_entry *pl
             if ((rc = qk_type_tensor_bytes(plan[i].type, t->ne, t->n_dims, &b)))
                 break;
             fixed += qk_pad_u64(b, align);
+            qk_progress_add(prog, 1);
             continue;
         }
         for (int k = 0; k < a->n_cand && !rc; k++) {
@@ -581,15 +602,28 @@ int qk_alloc_plan(const qk_model *m, const qk_alloc_params *p, qk_plan_entry *pl
         const int use_imp = ie && ie->n_in == t->ne[0];
         if (use_imp)
             qk_calib_importance(ie, imp);
+        /* the sample: --alloc-rows rows, or by default up to 256 rows and 2^18
+         * elements (a few % precision on the error; the encoders' time is the
+         * cost on wide models) but at least 16 rows */
+        int64_t max_rows = p->sample_rows;
+        if (max_rows <= 0) {
+            int64_t by_elems = SAMPLE_ELEMS / t->ne[0];
+            max_rows = by_elems < SAMPLE_MIN_ROWS ? SAMPLE_MIN_ROWS : by_elems;
+            max_rows = max_rows > QK_ALLOC_SAMPLE_ROWS ? QK_ALLOC_SAMPLE_ROWS : max_rows;
+        }
         if (!rc)
             rc = estimate(a, m, t, use_imp ? imp : NULL, max_rows, p->allow_nonfinite, pool);
+        qk_progress_add(prog, 1);
         a->factor = qk_alloc_kind_factor(t->name);
+        if (tied && !strcmp(t->name, "token_embd.weight")) /* it is the output projection too */
+            a->factor += qk_alloc_kind_factor("output.weight");
         a->gain = a->energy > 0 ? a->factor / a->energy : 0;
         for (int k = 0; k < a->n_cand; k++)
             a->cand[k].loss = a->gain * a->cand[k].err;
         res->n_alloc++;
     }
     free(imp);
+    qk_progress_finish(prog);
     res->seconds_estimate = qk_now() - t0;
     if (rc)
         return rc;

@@ -184,9 +184,31 @@ int qk_quant_plan(const qk_model *m, const qk_quant_params *p, qk_plan_entry *pl
     return 0;
 }
 
+/* The largest exponent field of x[i, i+len) is all ones: an Inf or NaN.
+ * A max over the masked bits: a loop the compiler vectorizes (an early-exit
+ * search it does not). */
+static inline int has_nonfinite(const float *x, int64_t len)
+{
+    uint32_t m = 0;
+    for (int64_t k = 0; k < len; k++) {
+        uint32_t u;
+        memcpy(&u, x + k, sizeof u);
+        u &= 0x7f800000u;
+        m = m > u ? m : u;
+    }
+    return m == 0x7f800000u;
+}
+
 int64_t qk_find_nonfinite(const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
+    /* blocks of 256, then 32, skip finite data; the index is searched only
+     * from the first block that has one */
+    int64_t i = 0;
+    while (i + 256 <= n && !has_nonfinite(x + i, 256))
+        i += 256;
+    while (i + 32 <= n && !has_nonfinite(x + i, 32))
+        i += 32;
+    for (; i < n; i++)
         if (!isfinite(x[i]))
             return i;
     return -1;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "quantkit/awq.h"
 #include "quantkit/calib.h"
 #include "quantkit/common.h"
 #include "quantkit/gguf.h"
@@ -45,6 +46,10 @@ typedef struct {
     double damp;
     int act_order, sequential, refine;
     const char *method_only; /* a --method gptq option given */
+    int awq;                 /* --method awq / awq+gptq: AWQ scales folded in first */
+    int awq_fixed, awq_grid; /* --awq-alpha A (fixed, no search), --awq-grid N */
+    double awq_alpha;
+    const char *awq_only;    /* an --awq-* option given */
     /* --target-size / --target-bpw (quantize/alloc.c) */
     int alloc;               /* QK_ALLOC_SIZE / QK_ALLOC_BPW; 0: off */
     int type_given;          /* TYPE was given (with a target it is optional) */
@@ -95,7 +100,8 @@ static void usage(void)
            "      --types LIST           candidate types, comma-separated (default: every type quantkit\n"
            "                             writes whose block fits the rows, and F16); TYPE, if given, only\n"
            "                             names general.file_type; --tensor-type/--output-type/--embed-type pin\n"
-           "      --alloc-rows N         rows sampled per tensor for the error estimate (default 256)\n"
+           "      --alloc-rows N         rows sampled per tensor for the error estimate (default: up to 256\n"
+           "                             rows and 2^18 weights, at least 16 rows)\n"
            "      --alloc-measure[=all]  calibrate each tensor's sensitivity by the KL divergence measured\n"
            "                             with only it quantized (needs --calib-text; small models): at the\n"
            "                             estimate's choice, or (=all) at every block type\n"
@@ -106,7 +112,9 @@ static void usage(void)
            "      --force                replace an existing output directory\n"
            "Method (both formats):\n"
            "      --method M             rtn (default): each block rounded on its own; gptq: GPTQ error\n"
-           "                             compensation on calibration Hessians, same block types (docs/METHODS.md)\n"
+           "                             compensation on calibration Hessians, same block types (docs/METHODS.md);\n"
+           "                             awq (GGUF): activation-aware channel scales folded into the norms and\n"
+           "                             V/up rows, then rtn; awq+gptq: the scales, then GPTQ (needs --calib-text)\n"
            "      --calib FILE           .qkc with Hessians (qk-calibrate --hessian)\n"
            "      --calib-text FILE      calibration text: Hessians collected here when no --calib is given;\n"
            "                             also weights output.weight's rows by the model's token probabilities\n"
@@ -117,6 +125,8 @@ static void usage(void)
            "      --sequential           collect each layer's Hessian on the model quantized so far\n"
            "                             (needs --calib-text)\n"
            "      --refine N             scale refit + code descent passes after GPTQ (default 2; 0: off)\n"
+           "      --awq-grid N           AWQ: exponents 0, 1/N, ..., 1 searched per group (default 20)\n"
+           "      --awq-alpha A          AWQ: this exponent for every group, no search\n"
            "Both:\n"
            "      --pad-ffn N            zero-pad the FFN hidden size to a multiple of N first (lossless;\n"
            "                             GPTQ needs it when the FFN size is not a multiple of the group size)\n"
@@ -159,8 +169,115 @@ typedef struct {
     uint64_t count, bytes, elems;
 } type_total;
 
+/* The streamed output: a chunk's encoded rows are written by one item of
+ * the next chunk's job (or by stream_write before anything else touches the
+ * writer), so the write overlaps the encoding instead of leaving the other
+ * CPUs idle. Chunks alternate between buf[0] and buf[1]. The source
+ * checksum (quantkit.source_xxh3) is fed the same way, chunk by chunk. */
+typedef struct {
+    qk_gguf_writer *w;
+    uint8_t *buf[2];  /* [chunk_rows * max_row_bytes] each */
+    int cur;          /* buf[cur] takes the next chunk; buf[!cur] holds the pending one */
+    size_t n;         /* pending bytes of buf[!cur] */
+    int end_tensor;   /* then close the tensor (alignment padding) */
+    qk_hasher *hash;
+} stream_out;
+
+/* Write what is pending. */
+static int stream_write(stream_out *s)
+{
+    int rc = 0;
+    if (s->n)
+        rc = qk_gguf_writer_write(s->w, s->buf[!s->cur], s->n);
+    if (!rc && s->end_tensor)
+        rc = qk_gguf_writer_end_tensor(s->w);
+    s->n = 0;
+    s->end_tensor = 0;
+    return rc;
+}
+
+/* One chunk of rows as one pool job: item ITEM_WRITE writes the previous
+ * chunk, ITEM_HASH hashes this chunk's share of the source bytes, the others
+ * decode, check and encode `per` rows each. */
+enum { ITEM_WRITE, ITEM_HASH, N_SPECIAL_ITEMS };
+
+typedef struct {
+    const opts_t *o;
+    const qk_model *m;
+    const qk_model_tensor *t;
+    int type;
+    const float *importance; /* [ne0] or NULL */
+    float *fbuf;             /* [n][ne0] decoded rows */
+    uint8_t *qbuf;           /* [n][row_bytes] encoded rows */
+    size_t row_bytes;
+    int64_t r0, n, per;
+    const uint8_t *hash_p;   /* source bytes for ITEM_HASH */
+    size_t hash_n;
+    stream_out *out;
+    int64_t first_bad;       /* first chunk row holding NaN/Inf (not --allow-nonfinite); n: none */
+    uint64_t n_fixed;        /* values zeroed (--allow-nonfinite) */
+    int rc;                  /* first error; its message (thread-local where it happened) in msg */
+    char msg[1024];
+} chunk_job;
+
+static void chunk_fail(chunk_job *j, int rc)
+{
+    int none = 0;
+    if (__atomic_compare_exchange_n(&j->rc, &none, rc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        snprintf(j->msg, sizeof j->msg, "%s", qk_errmsg());
+}
+
+static void chunk_item(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    chunk_job *j = ctx;
+    int rc;
+    if (i == ITEM_WRITE) {
+        if ((rc = stream_write(j->out)))
+            chunk_fail(j, rc);
+        return;
+    }
+    if (i == ITEM_HASH) {
+        qk_hasher_update(j->out->hash, j->hash_p, j->hash_n);
+        return;
+    }
+    const int64_t ne0 = j->t->ne[0];
+    const int64_t a = (i - N_SPECIAL_ITEMS) * j->per, b = a + j->per < j->n ? a + j->per : j->n;
+    for (int64_t r = a; r < b; r++) {
+        float *x = j->fbuf + (size_t)r * (size_t)ne0;
+        if ((rc = qk_model_row_f32(j->m, j->t, j->r0 + r, x))) {
+            chunk_fail(j, rc);
+            return;
+        }
+        int64_t bad = qk_find_nonfinite(x, ne0);
+        if (bad >= 0 && !j->o->allow_nonfinite) {
+            int64_t cur = __atomic_load_n(&j->first_bad, __ATOMIC_RELAXED);
+            while (r < cur && !__atomic_compare_exchange_n(&j->first_bad, &cur, r, 1, __ATOMIC_RELAXED,
+                                                          __ATOMIC_RELAXED))
+                ;
+            continue;
+        }
+        uint64_t fixed = 0;
+        while (bad >= 0) {
+            x[bad] = 0.0f;
+            fixed++;
+            int64_t next = qk_find_nonfinite(x + bad + 1, ne0 - bad - 1);
+            bad = next < 0 ? -1 : bad + 1 + next;
+        }
+        if (fixed)
+            __atomic_add_fetch(&j->n_fixed, fixed, __ATOMIC_RELAXED);
+        if ((rc = qk_quantize_rows(j->type, x, j->qbuf + (size_t)r * j->row_bytes, 1, ne0, j->importance, NULL))) {
+            chunk_fail(j, rc);
+            return;
+        }
+    }
+}
+
+/* Stream tensor t through the encoder in chunks of rows; its bytes are
+ * left pending in `so` (stream_write). Non-GPTQ sources are hashed into
+ * so->hash here, in storage order. */
 static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_tensor *t, int type, qk_pool *pool,
-                           qk_gguf_writer *w, float *fbuf, uint8_t *qbuf, int64_t chunk_rows, uint64_t *n_fixed,
+                           stream_out *so, float *fbuf, int64_t chunk_rows, uint64_t *n_fixed,
                            const float *importance, qk_progress *prog)
 {
     int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
@@ -168,35 +285,42 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
     int rc = qk_type_row_bytes(type, ne0, &row_bytes);
     if (rc)
         return rc;
+    const int64_t n_threads = qk_pool_size(pool);
     for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk_rows) {
         int64_t n = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
-        decode_job dj = {m, t, fbuf, r0, 0};
-        qk_pool_run(pool, n, 0, decode_row, &dj);
-        if ((rc = dj.rc))
-            break;
-        int64_t bad = qk_find_nonfinite(fbuf, n * ne0);
-        while (bad >= 0 && !rc) {
-            if (!o->allow_nonfinite) {
-                rc = qk_error(QK_ENONFINITE,
-                              "%s: tensor '%s' element %lld (row %lld) is %s (use --allow-nonfinite to zero it)",
-                              o->input, t->name, (long long)(r0 * ne0 + bad), (long long)(r0 + bad / ne0),
-                              isnan(fbuf[bad]) ? "NaN" : "Inf");
-                break;
-            }
-            fbuf[bad] = 0.0f;
-            (*n_fixed)++;
-            int64_t next = qk_find_nonfinite(fbuf + bad + 1, n * ne0 - bad - 1);
-            bad = next < 0 ? -1 : bad + 1 + next;
+        chunk_job j = {.o = o, .m = m, .t = t, .type = type, .importance = importance, .fbuf = fbuf,
+                       .qbuf = so->buf[so->cur], .row_bytes = row_bytes, .r0 = r0, .n = n, .out = so,
+                       .first_bad = n};
+        if (!t->gptq) { /* rows [r0, r0+n) of the source; the last chunk takes the rest */
+            uint64_t a = (uint64_t)r0 * t->src_row_bytes, e = (uint64_t)(r0 + n) * t->src_row_bytes;
+            a = a < t->nbytes ? a : t->nbytes;
+            e = r0 + n >= rows || e > t->nbytes ? t->nbytes : e;
+            j.hash_p = t->data + a;
+            j.hash_n = (size_t)(e - a);
         }
-        if (rc)
+        /* about 8 items of rows per thread: balanced, and the hand-out stays rare */
+        j.per = n / (n_threads * 8) > 1 ? n / (n_threads * 8) : 1;
+        qk_pool_run(pool, N_SPECIAL_ITEMS + (n + j.per - 1) / j.per, 1, chunk_item, &j);
+        if (j.rc) {
+            rc = qk_error(j.rc, "%s", j.msg);
             break;
-        if ((rc = qk_quantize_rows(type, fbuf, qbuf, n, ne0, importance, pool)))
+        }
+        *n_fixed += j.n_fixed;
+        if (j.first_bad < n) {
+            const float *x = fbuf + (size_t)j.first_bad * (size_t)ne0;
+            int64_t bad = qk_find_nonfinite(x, ne0);
+            rc = qk_error(QK_ENONFINITE, "%s: tensor '%s' element %lld (row %lld) is %s (use --allow-nonfinite to zero it)",
+                          o->input, t->name, (long long)((r0 + j.first_bad) * ne0 + bad),
+                          (long long)(r0 + j.first_bad), isnan(x[bad]) ? "NaN" : "Inf");
             break;
-        rc = qk_gguf_writer_write(w, qbuf, (size_t)n * row_bytes);
+        }
+        so->n = (size_t)n * row_bytes; /* pending: written by the next job or stream_write */
+        so->cur = !so->cur;
         qk_progress_add(prog, (uint64_t)n * (uint64_t)ne0);
     }
     qk_model_release(t);
-    return rc ? rc : qk_gguf_writer_end_tensor(w);
+    so->end_tensor = !rc;
+    return rc;
 }
 
 /* --method gptq: the GPTQ options from the command line for `type`. */
@@ -289,18 +413,30 @@ done:
 /* The provenance string of the method ("gptq damp=0.01 ..."). */
 static void method_string(const opts_t *o, char *buf, size_t n)
 {
+    if (o->awq) { /* "awq grid=20 calib=x.qkc + <the quantizer's string>" */
+        char a[32];
+        int k = snprintf(buf, n, "awq %s calib=%s calib_text=%s + ",
+                         o->awq_fixed ? (snprintf(a, sizeof a, "alpha=%g", o->awq_alpha), a)
+                                      : (snprintf(a, sizeof a, "grid=%d", o->awq_grid), a),
+                         o->calib ? o->calib : "-", o->calib_text ? o->calib_text : "-");
+        if (k < 0 || (size_t)k >= n)
+            return;
+        buf += k;
+        n -= (size_t)k;
+    }
     if (o->method != METHOD_GPTQ) {
         snprintf(buf, n, "%s", o->alloc ? "rtn-search alloc" : o->qp.pure ? "rtn-search pure" : "rtn-search mix");
         return;
     }
     snprintf(buf, n, "gptq%s damp=%g refine=%d act_order=%d sequential=%d calib=%s calib_text=%s calib_ctx=%lld",
              o->format == FORMAT_GPTQ ? "" : (o->alloc ? " alloc" : o->qp.pure ? " pure" : " mix"), o->damp, o->refine, o->act_order,
-             o->sequential, o->calib ? o->calib : "-", o->calib_text ? o->calib_text : "-", o->calib_ctx);
+             o->sequential, o->calib && !o->awq ? o->calib : "-", o->calib_text ? o->calib_text : "-", o->calib_ctx);
 }
 
 static int gptq_calib_open(const opts_t *o, const qk_model *m, qk_gptq_calib **out)
 {
-    qk_gptq_calib_opts co = {.calib_path = o->calib, .text_path = o->calib_text, .n_ctx = o->calib_ctx,
+    /* after AWQ the file's Hessians describe the unscaled model: collect on the folded one */
+    qk_gptq_calib_opts co = {.calib_path = o->awq ? NULL : o->calib, .text_path = o->calib_text, .n_ctx = o->calib_ctx,
                              .max_chunks = o->calib_chunks, .sequential = o->sequential,
                              .output_rows = o->format == FORMAT_GGUF, /* the GPTQ export keeps lm_head F16 */
                              .output_gamma = 1.0, .n_threads = o->threads};
@@ -396,6 +532,86 @@ static int imatrix_kvs(const opts_t *o, const qk_calib *c, qk_gguf_writer *w)
     if (!rc && last > 0 && last <= INT32_MAX)
         rc = qk_gguf_writer_set_i32(w, "quantize.imatrix.chunks_count", (int32_t)last);
     return rc;
+}
+
+/* --method awq: statistics from --calib (else collected from --calib-text
+ * on the model as it is), the search for the planned types, and the scales
+ * installed into m, so everything after reads the folded model. */
+static int awq_prepare(const opts_t *o, qk_model *m, const qk_calib *imx, const qk_plan_entry *plan, qk_pool *pool,
+                       qk_awq_result **out)
+{
+    qk_calib *st = NULL;
+    int64_t nt = qk_model_n_tensors(m);
+    int *types = malloc((size_t)nt * sizeof *types);
+    int rc = types ? 0 : qk_error(QK_ENOMEM, "out of memory");
+    if (!rc && o->calib) {
+        if ((rc = qk_calib_load(&st, o->calib)) || (rc = qk_calib_check_model(st, m, 0)))
+            qk_error_prefix(rc, o->calib);
+    } else if (!rc) {
+        rc = qk_awq_collect(&st, m, o->calib_text, o->calib_ctx, o->calib_chunks, o->threads);
+    }
+    for (int64_t i = 0; i < nt && !rc; i++)
+        types[i] = plan[i].type;
+    qk_awq_opts ao = {.grid = o->awq_grid, .fixed = o->awq_fixed, .alpha = o->awq_alpha, .imatrix = imx};
+    if (!rc)
+        rc = qk_awq_search(out, m, st, types, &ao, pool);
+    if (!rc)
+        rc = qk_awq_apply(m, *out);
+    for (int64_t i = 0; !rc && i < (*out)->n; i++) {
+        const qk_awq_group *g = &(*out)->g[i];
+        if (g->skipped)
+            qk_log(QK_LOG_DEBUG, "awq %s: no statistics or no quantized consumer; unscaled", g->name);
+        else
+            qk_log(QK_LOG_DEBUG, "awq %s: alpha %.2f, estimated output error %.6g (plain %.6g)%s", g->name,
+                   g->alpha, g->err, g->err_rtn, g->diagonal ? " (diagonal)" : "");
+    }
+    qk_calib_free(st);
+    free(types);
+    return rc;
+}
+
+/* The AWQ summary: groups scaled, and the estimated output error summed
+ * over the searched groups relative to plain quantization. */
+static void awq_totals(const qk_awq_result *r, int64_t *scaled, double *err, double *err_rtn)
+{
+    *scaled = 0;
+    *err = *err_rtn = 0;
+    for (int64_t i = 0; i < r->n; i++) {
+        const qk_awq_group *g = &r->g[i];
+        *scaled += !g->skipped && g->alpha != 0;
+        if (!g->skipped) {
+            *err += g->err;
+            *err_rtn += g->err_rtn;
+        }
+    }
+}
+
+static cJSON *awq_json(const qk_awq_result *r)
+{
+    int64_t scaled;
+    double err, err_rtn;
+    awq_totals(r, &scaled, &err, &err_rtn);
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "groups_scaled", (double)scaled);
+    cJSON_AddNumberToObject(x, "error", err);
+    cJSON_AddNumberToObject(x, "error_plain", err_rtn);
+    cJSON_AddNumberToObject(x, "seconds", r->seconds);
+    cJSON *jg = cJSON_AddArrayToObject(x, "groups");
+    for (int64_t i = 0; i < r->n; i++) {
+        const qk_awq_group *g = &r->g[i];
+        cJSON *y = cJSON_CreateObject();
+        cJSON_AddStringToObject(y, "group", g->name);
+        cJSON_AddBoolToObject(y, "skipped", g->skipped);
+        if (!g->skipped) {
+            cJSON_AddNumberToObject(y, "alpha", g->alpha);
+            cJSON_AddBoolToObject(y, "searched", g->searched);
+            cJSON_AddBoolToObject(y, "diagonal", g->diagonal);
+            cJSON_AddNumberToObject(y, "error", g->err);
+            cJSON_AddNumberToObject(y, "error_plain", g->err_rtn);
+        }
+        cJSON_AddItemToArray(jg, y);
+    }
+    return x;
 }
 
 /* --------------------------------------------- --target-size / --target-bpw */
@@ -541,8 +757,9 @@ static int run(opts_t *o)
     qk_progress *prog = NULL;
     qk_plan_entry *plan = NULL;
     float *fbuf = NULL;
-    uint8_t *qbuf = NULL;
+    uint8_t *qbuf = NULL;     /* the two chunk buffers of `so` */
     qk_hasher *src_hash = NULL;
+    stream_out so = {0};
     qk_calib *imx = NULL;
     float *imp = NULL;
     int64_t n_imx_used = 0;
@@ -550,6 +767,7 @@ static int run(opts_t *o)
     qk_gptq_stats *gst = NULL; /* [nt] per tensor, --method gptq */
     uint8_t *gdone = NULL;     /* [nt] 1: quantized with GPTQ */
     qk_alloc_tensor *at = NULL; /* [nt] --target-*: candidates and estimates */
+    qk_awq_result *awq = NULL;  /* --method awq: the scales folded into m */
     qk_alloc_result ares = {0};
     type_total tot[QK_TYPE_COUNT] = {{0}};
     uint64_t n_fixed = 0, total_elems = 0, quant_elems = 0, quant_bytes = 0;
@@ -577,6 +795,8 @@ static int run(opts_t *o)
     o->qp.target = o->target;
     if ((rc = qk_quant_plan(m, &o->qp, plan)) || (rc = qk_pool_create(&pool, o->threads)) ||
         (rc = qk_gguf_writer_new(&w, 0)) || (rc = qk_hasher_new(&src_hash)))
+        goto done;
+    if (o->awq && (rc = awq_prepare(o, m, imx, plan, pool, &awq)))
         goto done;
     if (o->method == METHOD_GPTQ && (rc = gptq_calib_open(o, m, &gc)))
         goto done;
@@ -640,7 +860,7 @@ static int run(opts_t *o)
     if (chunk_rows < 1)
         chunk_rows = 1;
     fbuf = malloc((size_t)chunk_rows * (size_t)max_ne0 * sizeof(float));
-    qbuf = malloc((size_t)chunk_rows * max_row_bytes);
+    qbuf = malloc(2 * (size_t)chunk_rows * max_row_bytes);
     imp = malloc((size_t)max_ne0 * sizeof(float));
     if (!fbuf || !qbuf || !imp) {
         rc = qk_error(QK_ENOMEM, "out of memory for %lld-row chunks", (long long)chunk_rows);
@@ -648,26 +868,31 @@ static int run(opts_t *o)
     }
     if ((rc = qk_afile_open(&f, o->output)) || (rc = qk_gguf_writer_begin(w, f)))
         goto done;
+    so = (stream_out){.w = w, .buf = {qbuf, qbuf + (size_t)chunk_rows * max_row_bytes}, .hash = src_hash};
     prog = qk_progress_start("quantizing", total_elems, "w");
     for (int64_t i = 0; i < nt && !rc; i++) {
         const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        const int via_gptq = gc && t->n_dims >= 2 && qk_gptq_supports(plan[i].type);
         if (t->gptq)
             for (int k = 0; k < QK_GPTQ_NPARTS; k++)
                 qk_hasher_update(src_hash, t->gptq->part[k].data, (size_t)t->gptq->part[k].nbytes);
-        else
+        else if (via_gptq) /* else quantize_tensor hashes it chunk by chunk */
             qk_hasher_update(src_hash, t->data, (size_t)t->nbytes);
         /* llama-quantize: the entry's values / ncall, shared by every row; quantized types only */
         const qk_calib_entry *ie = imx ? qk_calib_find(imx, t->name) : NULL;
         const int use_imx = ie && ie->n_in == t->ne[0] && qk_type_get(plan[i].type)->is_quantized;
         if (use_imx) {
             qk_calib_importance(ie, imp);
+            for (int64_t j = 0; t->col_scale && j < t->ne[0]; j++) /* AWQ: the input is x / s */
+                imp[j] = t->col_scale[j] != 0 ? imp[j] / (t->col_scale[j] * t->col_scale[j]) : imp[j];
             n_imx_used++;
         }
-        if (gc && t->n_dims >= 2 && qk_gptq_supports(plan[i].type)) {
+        if (via_gptq) {
             gdone[i] = 1;
-            rc = quantize_tensor_gptq(o, m, t, plan[i].type, pool, w, gc, &n_fixed, &gst[i], prog);
+            if (!(rc = stream_write(&so)))
+                rc = quantize_tensor_gptq(o, m, t, plan[i].type, pool, w, gc, &n_fixed, &gst[i], prog);
         } else {
-            rc = quantize_tensor(o, m, t, plan[i].type, pool, w, fbuf, qbuf, chunk_rows, &n_fixed,
+            rc = quantize_tensor(o, m, t, plan[i].type, pool, &so, fbuf, chunk_rows, &n_fixed,
                                  use_imx ? imp : NULL, prog);
         }
         uint64_t bytes = 0;
@@ -680,6 +905,8 @@ static int run(opts_t *o)
             quant_bytes += bytes;
         }
     }
+    if (!rc)
+        rc = stream_write(&so);
     if (!rc)
         rc = qk_gguf_writer_patch_u64(w, "quantkit.source_xxh3", qk_hasher_digest(src_hash));
     if (!rc)
@@ -726,6 +953,8 @@ static int run(opts_t *o)
             cJSON_AddStringToObject(j, "imatrix", o->imatrix);
             cJSON_AddNumberToObject(j, "imatrix_tensors", (double)n_imx_used);
         }
+        if (awq)
+            cJSON_AddItemToObject(j, "awq", awq_json(awq));
         cJSON *jt = cJSON_AddArrayToObject(j, "tensors");
         for (int64_t i = 0; i < nt; i++) {
             const qk_model_tensor *t = qk_model_tensor_at(m, i);
@@ -817,6 +1046,14 @@ static int run(opts_t *o)
                    (long long)n_imx_used);
         if (o->alloc)
             alloc_print(o, &ares, out_bytes, all_bytes);
+        if (awq) {
+            int64_t scaled;
+            double err, err_rtn;
+            awq_totals(awq, &scaled, &err, &err_rtn);
+            printf("awq: %lld of %lld groups scaled; estimated layer output error %.4g, %.1f%% of plain "
+                   "quantization's; %.2f s\n", (long long)scaled, (long long)awq->n, err,
+                   err_rtn > 0 ? 100.0 * err / err_rtn : 100.0, awq->seconds);
+        }
     }
 done:
     if (prog)
@@ -832,6 +1069,7 @@ done:
     free(gdone);
     free(at);
     qk_gptq_calib_free(gc);
+    qk_awq_result_free(awq);
     free(fbuf);
     free(qbuf);
     qk_model_close(m);
@@ -1044,13 +1282,14 @@ int main(int argc, char **argv)
     o.damp = 0.01;
     o.refine = 2;
     o.calib_ctx = 128;
+    o.awq_grid = QK_AWQ_GRID;
     size_t k = 0;
     for (int i = 0; i < argc && k + 2 < sizeof o.cmdline; i++)
         k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
     enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION,
            O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE, O_IMATRIX, O_IMX_MISMATCH,
            O_METHOD, O_CALIB, O_CALIB_TEXT, O_CALIB_CTX, O_CALIB_CHUNKS, O_DAMP, O_ACT_ORDER, O_SEQUENTIAL, O_REFINE,
-           O_TARGET_SIZE, O_TARGET_BPW, O_TYPES, O_ALLOC_ROWS, O_ALLOC_MEASURE };
+           O_TARGET_SIZE, O_TARGET_BPW, O_TYPES, O_ALLOC_ROWS, O_ALLOC_MEASURE, O_AWQ_GRID, O_AWQ_ALPHA };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"format", required_argument, 0, O_FORMAT},
         {"bits", required_argument, 0, O_BITS},     {"group-size", required_argument, 0, O_GROUP},
@@ -1064,6 +1303,7 @@ int main(int argc, char **argv)
         {"calib-chunks", required_argument, 0, O_CALIB_CHUNKS}, {"damp", required_argument, 0, O_DAMP},
         {"act-order", no_argument, 0, O_ACT_ORDER}, {"sequential", no_argument, 0, O_SEQUENTIAL},
         {"refine", required_argument, 0, O_REFINE},
+        {"awq-grid", required_argument, 0, O_AWQ_GRID}, {"awq-alpha", required_argument, 0, O_AWQ_ALPHA},
         {"target-size", required_argument, 0, O_TARGET_SIZE}, {"target-bpw", required_argument, 0, O_TARGET_BPW},
         {"types", required_argument, 0, O_TYPES},   {"alloc-rows", required_argument, 0, O_ALLOC_ROWS},
         {"alloc-measure", optional_argument, 0, O_ALLOC_MEASURE},
@@ -1107,11 +1347,26 @@ int main(int argc, char **argv)
         case O_IMATRIX: o.imatrix = optarg; o.gguf_only = "--imatrix"; break;
         case O_IMX_MISMATCH: o.allow_imatrix_mismatch = 1; break;
         case O_METHOD:
-            if (!strcasecmp(optarg, "rtn")) o.method = METHOD_RTN;
-            else if (!strcasecmp(optarg, "gptq")) o.method = METHOD_GPTQ;
-            else return qk_tool_usage("--method '%s': expected rtn or gptq", optarg);
+            o.awq = !strcasecmp(optarg, "awq") || !strcasecmp(optarg, "awq+gptq");
+            if (!strcasecmp(optarg, "rtn") || !strcasecmp(optarg, "awq")) o.method = METHOD_RTN;
+            else if (!strcasecmp(optarg, "gptq") || !strcasecmp(optarg, "awq+gptq")) o.method = METHOD_GPTQ;
+            else return qk_tool_usage("--method '%s': expected rtn, gptq, awq or awq+gptq", optarg);
             break;
-        case O_CALIB: o.calib = optarg; o.method_only = "--calib"; break;
+        case O_CALIB: o.calib = optarg; break;
+        case O_AWQ_GRID:
+            if (qk_tool_parse_int("--awq-grid", optarg, 1, 1000, &v)) return QK_EXIT_USAGE;
+            o.awq_grid = (int)v;
+            o.awq_only = "--awq-grid";
+            break;
+        case O_AWQ_ALPHA: {
+            char *end;
+            o.awq_alpha = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.awq_alpha >= 0 && o.awq_alpha <= 1))
+                return qk_tool_usage("--awq-alpha '%s': expected a number in [0, 1]", optarg);
+            o.awq_fixed = 1;
+            o.awq_only = "--awq-alpha";
+            break;
+        }
         case O_CALIB_TEXT: o.calib_text = optarg; calib_only = "--calib-text"; break;
         case O_CALIB_CTX:
             if (qk_tool_parse_int("--calib-ctx", optarg, 4, 1 << 20, &o.calib_ctx)) return QK_EXIT_USAGE;
@@ -1215,8 +1470,22 @@ int main(int argc, char **argv)
     int npos = argc - optind;
     if (o.method_only && o.method != METHOD_GPTQ)
         return qk_tool_usage("%s applies to --method gptq", o.method_only);
-    if (calib_only && o.method != METHOD_GPTQ && !o.alloc_measure)
-        return qk_tool_usage("%s applies to --method gptq or --alloc-measure", calib_only);
+    if (o.calib && o.method != METHOD_GPTQ && !o.awq)
+        return qk_tool_usage("--calib applies to --method gptq or awq");
+    if (calib_only && o.method != METHOD_GPTQ && !o.awq && !o.alloc_measure)
+        return qk_tool_usage("%s applies to --method gptq, awq or --alloc-measure", calib_only);
+    if (o.awq_only && !o.awq)
+        return qk_tool_usage("%s applies to --method awq", o.awq_only);
+    if (o.awq && !o.calib && !o.calib_text)
+        return qk_tool_usage("--method awq needs activation statistics: --calib FILE (qk-calibrate --hessian) or "
+                             "--calib-text FILE");
+    if (o.awq && o.method == METHOD_GPTQ && !o.calib_text)
+        return qk_tool_usage("--method awq+gptq needs --calib-text (GPTQ's Hessians are collected on the scaled "
+                             "model; --calib only feeds the AWQ search)");
+    if (o.awq && o.format == FORMAT_GPTQ)
+        return qk_tool_usage("--method awq applies to --format gguf");
+    if (o.awq && o.alloc)
+        return qk_tool_usage("--method awq does not combine with --target-size/--target-bpw yet");
     if (n_targets > 1)
         return qk_tool_usage("give one of --target-size and --target-bpw");
     if (alloc_only && !o.alloc)
@@ -1266,8 +1535,10 @@ int main(int argc, char **argv)
             snprintf(target, sizeof target, "target-size=%llu", (unsigned long long)o.target_bytes);
         else
             snprintf(target, sizeof target, "target-bpw=%g", o.target_bpw);
-        snprintf(o.alloc_desc, sizeof o.alloc_desc, "%s types=%s rows=%lld sensitivity=%s%s%s", target, types,
-                 o.alloc_rows > 0 ? o.alloc_rows : (long long)QK_ALLOC_SAMPLE_ROWS,
+        char rows[32] = "auto";
+        if (o.alloc_rows > 0)
+            snprintf(rows, sizeof rows, "%lld", o.alloc_rows);
+        snprintf(o.alloc_desc, sizeof o.alloc_desc, "%s types=%s rows=%s sensitivity=%s%s%s", target, types, rows,
                  o.alloc_measure == QK_ALLOC_MEASURE_ALL ? "kld-all" :
                  o.alloc_measure == QK_ALLOC_MEASURE_PROBE ? "kld-probe" : "estimate",
                  o.imatrix ? " imatrix=" : "", o.imatrix ? o.imatrix : "");

@@ -319,6 +319,11 @@ START_TEST(test_alloc_tool_impossible_budget)
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "metadata"), "%s", err);
     free(err);
+    /* pinned tensors alone over the budget */
+    rc = qk_test_run(NULL, &err, "%s %s %s --target-size 1MB --tensor-type '.*=Q8_0'", tool, p256, out);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(err, "pinned tensors"), "%s", err);
+    free(err);
     /* --types that fit no row */
     rc = qk_test_run(NULL, &err, "%s %s %s --vocab %s --target-size 1MB --types Q4_0", tool, bin, out, tok);
     ck_assert_int_eq(rc, 1);
@@ -404,7 +409,7 @@ START_TEST(test_alloc_tool_types_pins_and_bpw)
         cJSON_Delete(j);
     }
     /* without TYPE, general.file_type names the type holding most weights */
-    snprintf(args, sizeof args, "%s %s --target-bpw 9 --types Q8_0,F16 -q", p192, out);
+    snprintf(args, sizeof args, "%s %s --target-bpw 9 --types Q8_0,F16", p192, out);
     cJSON_Delete(quantize_json(args));
     ck_assert_int_eq(qk_gguf_open(&g, out), 0);
     ck_assert_int_eq(qk_gguf_get_u32(g, "general.file_type", &ft), 0);
@@ -421,9 +426,9 @@ START_TEST(test_alloc_tool_deterministic)
     QK_REQUIRE_DATA(p256, G "stories260K-pad256-f32.gguf");
     const char *a = qk_test_tmp("al-det-a.gguf"), *b = qk_test_tmp("al-det-b.gguf");
     char args[4096];
-    snprintf(args, sizeof args, "%s %s --target-size 1100000 -t 1 -q", p256, a);
+    snprintf(args, sizeof args, "%s %s --target-size 1100000 -t 1", p256, a);
     cJSON_Delete(quantize_json(args));
-    snprintf(args, sizeof args, "%s %s --target-size 1100000 -t 3 -q", p256, b);
+    snprintf(args, sizeof args, "%s %s --target-size 1100000 -t 3", p256, b);
     cJSON_Delete(quantize_json(args));
     qk_gguf *ga, *gb;
     ck_assert_int_eq(qk_gguf_open(&ga, a), 0);
@@ -505,6 +510,7 @@ Suite *qk_test_suite_alloc(void)
 {
     Suite *s = suite_create("alloc");
     TCase *tc = tcase_create("library");
+    tcase_set_timeout(tc, 60); /* the coarse solver fills a 2^26-cell table */
     tcase_add_test(tc, test_alloc_candidates_by_row_length);
     tcase_add_test(tc, test_alloc_solve_matches_brute_force);
     tcase_add_test(tc, test_alloc_solve_coarse_units_stay_within_budget);

@@ -262,10 +262,11 @@ END_TEST
 
 /* Encode every quantized tensor of a golden file from the F32 source with
  * the reference encoder and compare bytes. Fills the number of differing
- * blocks, and the squared errors (against the F32 source) of quantkit's and
- * llama.cpp's decode over the quantized tensors. */
+ * blocks (and of blocks where the type's fast encoder differs), and the
+ * squared errors (against the F32 source) of quantkit's and llama.cpp's
+ * decode over the quantized tensors. */
 typedef struct {
-    int64_t blocks, bad_blocks;
+    int64_t blocks, bad_blocks, fast_bad_blocks;
     int tensors, bad_tensors;
     double err_ours, err_golden;
 } encode_stats;
@@ -310,6 +311,15 @@ static void golden_encode(encode_stats *st, const char *f32_rel, const char *q_r
             for (int64_t b = 0; b < bpr; b++)
                 if (memcmp(row + b * tt->type_size, want + b * tt->type_size, tt->type_size))
                     bad++;
+            if (tt->from_float) {
+                uint8_t *fast = malloc(rb);
+                ck_assert_ptr_nonnull(fast);
+                tt->from_float(xs, fast, n0, imp);
+                for (int64_t b = 0; b < bpr; b++)
+                    if (memcmp(fast + b * tt->type_size, want + b * tt->type_size, tt->type_size))
+                        st->fast_bad_blocks++;
+                free(fast);
+            }
             tt->to_float(row, y, n0);
             tt->to_float(want, yg, n0);
             for (int64_t j = 0; j < n0; j++) {
@@ -346,6 +356,8 @@ static void expect_bytes_equal(const char *f32_rel, const char *q_rel, const cha
     ck_assert_int_gt(st.tensors, 0);
     ck_assert_msg(st.bad_blocks == 0, "%s: %lld of %lld blocks differ from llama.cpp's bytes", q_rel,
                   (long long)st.bad_blocks, (long long)st.blocks);
+    ck_assert_msg(st.fast_bad_blocks == 0, "%s: with the fast encoders %lld of %lld blocks differ from llama.cpp's "
+                  "bytes", q_rel, (long long)st.fast_bad_blocks, (long long)st.blocks);
 }
 
 #define PAD192_F32 GOLDEN "/stories260K-pad192-f32.gguf"
@@ -697,6 +709,13 @@ START_TEST(test_blocks_encoders_block_local)
 }
 END_TEST
 
+/* The types with a fast encoder (formats/blocks_avx2.c). */
+static int has_fast(int type)
+{
+    return type == QK_TYPE_Q8_0 || type == QK_TYPE_Q4_0 || type == QK_TYPE_Q4_K || type == QK_TYPE_Q5_K ||
+           type == QK_TYPE_Q6_K;
+}
+
 START_TEST(test_blocks_traits_rows_filled)
 {
     for (int ti = 0; ti < N_TYPES; ti++) {
@@ -704,9 +723,173 @@ START_TEST(test_blocks_traits_rows_filled)
         ck_assert_ptr_nonnull(t);
         ck_assert(t->to_float != NULL);
         ck_assert(t->from_float_ref != NULL);
-        ck_assert(t->from_float == NULL);
+        ck_assert_msg((t->from_float != NULL) == has_fast(k_types[ti]), "%s: fast encoder %s", t->name,
+                      t->from_float ? "unexpected" : "missing");
         ck_assert(t->is_quantized);
     }
+}
+END_TEST
+
+/* ------------------------------------------------ fast == reference bytes */
+
+static float f_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Fill x[n] (n a multiple of 256) with test pattern `kind`; returns its
+ * name, NULL past the last one. Every pattern is deterministic. */
+static const char *fast_pattern(int kind, float *x, int64_t n)
+{
+    g_rng = 1000 + (uint64_t)kind;
+    switch (kind) {
+    case 0:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = 0.02f * rnd_gauss();
+        return "gaussian 0.02";
+    case 1: /* a different scale per 16 elements: sub-blocks of every size */
+        for (int64_t j = 0; j < n; j++)
+            x[j] = rnd_gauss() * ldexpf(1.0f, (int)((j / 16 * 7919) % 60) - 40);
+        return "gaussian, scale 2^-40..2^19 per 16";
+    case 2:
+        memset(x, 0, (size_t)n * sizeof *x);
+        return "all zeros";
+    case 3:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j / 8) % 3 == 0 ? -0.0f : (j / 8) % 3 == 1 ? 0.0f : (j % 2 ? -0.0f : 0.0f);
+        return "+0 / -0";
+    case 4:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = 0.01f * rnd_gauss();
+        for (int64_t j = 37; j < n; j += 1000)
+            x[j] = (j / 1000) % 2 ? -65504.0f : 30000.0f;
+        return "one huge outlier per 1000";
+    case 5:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j % 3 ? 1 : -1) * 1e-41f * (float)(j % 17);
+        return "denormals";
+    case 6:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j % 3 ? 1 : -1) * 1e-41f * (float)(j % 17);
+        for (int64_t j = 5; j < n; j += 64)
+            x[j] = (j / 64) % 2 ? 1e-38f : 1.0f;
+        return "denormals + 1e-38 / 1";
+    case 7:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j % 2) ? 65504.0f : -65504.0f;
+        return "+-65504 alternating";
+    case 8:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j / 32) % 2 ? 65504.0f : -65504.0f;
+        return "blocks of 65504 and of -65504";
+    case 9:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = 65504.0f * (2 * rnd_uniform() - 1);
+        return "uniform in +-65504";
+    case 10:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (j / 256) % 2 ? 0.75f : -0.75f;
+        return "constant super-blocks";
+    case 11: /* halves: ties of roundf and of nearest_int */
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (float)((int)(rnd_u32() % 509) - 254) * 0.5f;
+        for (int64_t j = 0; j < n; j += 32)
+            x[j] = 127.0f; /* Q8_0 scale 1: x*id is x itself */
+        return "multiples of 0.5";
+    case 12: /* finite floats of every exponent */
+        for (int64_t j = 0; j < n; j++) {
+            uint32_t u;
+            do
+                u = rnd_u32();
+            while ((u & 0x7f800000u) == 0x7f800000u);
+            x[j] = f_from_bits(u);
+        }
+        return "random finite bit patterns";
+    case 13: /* one nonzero per 16, all-positive and all-negative sub-blocks */
+        for (int64_t j = 0; j < n; j++) {
+            int64_t sb = j / 16;
+            x[j] = sb % 3 == 0 ? (j % 16 == 7 ? rnd_gauss() : 0.0f) : sb % 3 == 1 ? fabsf(rnd_gauss()) + 0.5f
+                                                                                  : -fabsf(rnd_gauss()) - 0.5f;
+        }
+        return "sparse / one-signed sub-blocks";
+    case 14:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = 1e-17f * rnd_gauss() + ((j / 256) % 2 ? 0.0f : 1e-15f);
+        return "around GROUP_MAX_EPS";
+    case 15: /* equal magnitudes of both signs: the first one decides Q4_0's scale */
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (rnd_u32() % 4 == 0 ? 2.0f : 1.0f) * (rnd_u32() % 2 ? 1.0f : -1.0f);
+        return "ties of |x|";
+    case 16:
+        for (int64_t j = 0; j < n; j++)
+            x[j] = rnd_gauss();
+        for (int64_t j = 3; j < n; j += 300)
+            x[j] = (j / 300) % 3 == 0 ? NAN : (j / 300) % 3 == 1 ? INFINITY : -INFINITY;
+        return "NaN and +-Inf";
+    default:
+        return NULL;
+    }
+}
+
+/* For every type with a fast encoder: from_float writes exactly
+ * from_float_ref's bytes on random and adversarial data, whole rows and
+ * single blocks, without importance (the SIMD path) and with it. */
+START_TEST(test_blocks_fast_equals_reference)
+{
+    const int64_t n = 4096;
+    float *x = malloc((size_t)n * sizeof *x), *w = malloc((size_t)n * sizeof *w);
+    ck_assert(x && w);
+    g_rng = 31337;
+    for (int64_t j = 0; j < n; j++)
+        w[j] = rnd_uniform();
+    int n_checked = 0;
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const qk_type_traits *t = qk_type_get(k_types[ti]);
+        if (!t->from_float)
+            continue;
+        size_t rb = row_bytes(k_types[ti], n);
+        uint8_t *a = malloc(rb), *b = malloc(rb);
+        ck_assert(a && b);
+        const char *what;
+        for (int kind = 0; (what = fast_pattern(kind, x, n)); kind++) {
+            for (int pass = 0; pass < 2; pass++) {
+                const float *imp = pass ? w : NULL;
+                memset(a, 0x00, rb);
+                memset(b, 0xA5, rb);
+                t->from_float_ref(x, a, n, imp);
+                t->from_float(x, b, n, imp);
+                for (size_t k = 0; k < rb; k++)
+                    if (a[k] != b[k])
+                        ck_abort_msg("%s, %s%s: fast encoder byte %zu (block %zu) is 0x%02x, reference 0x%02x",
+                                     t->name, what, pass ? " (importance)" : "", k, k / t->type_size, b[k], a[k]);
+                /* one block per call, as a short row */
+                if (!pass) {
+                    memset(b, 0x5A, rb);
+                    for (int64_t k = 0; k < n / t->block_size; k++)
+                        t->from_float(x + k * t->block_size, b + (size_t)k * t->type_size, t->block_size, NULL);
+                    ck_assert_msg(!memcmp(a, b, rb), "%s, %s: fast encoder per block differs from the reference",
+                                  t->name, what);
+                }
+            }
+        }
+        /* many Gaussian rows: rare rounding cases of the scale searches */
+        for (int r = 0; r < 256; r++) {
+            g_rng = 5000 + (uint64_t)r;
+            for (int64_t j = 0; j < n; j++)
+                x[j] = rnd_gauss() * (r % 2 ? 1.0f : 0.013f);
+            t->from_float_ref(x, a, n, NULL);
+            t->from_float(x, b, n, NULL);
+            ck_assert_msg(!memcmp(a, b, rb), "%s, Gaussian row %d: fast encoder differs from the reference", t->name, r);
+        }
+        n_checked++;
+        free(a);
+        free(b);
+    }
+    ck_assert_int_eq(n_checked, 5);
+    free(x);
+    free(w);
 }
 END_TEST
 
@@ -716,6 +899,7 @@ Suite *qk_test_suite_blocks(void)
     TCase *tc = tcase_create("codecs");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_blocks_traits_rows_filled);
+    tcase_add_test(tc, test_blocks_fast_equals_reference);
     tcase_add_test(tc, test_blocks_decode_hand_built);
     tcase_add_test(tc, test_blocks_encoders_write_every_byte);
     tcase_add_test(tc, test_blocks_encoders_block_local);

@@ -312,6 +312,40 @@ START_TEST(test_half_fp16_rounding_matches_reference)
 }
 END_TEST
 
+/* The row converters (F16C paths on CPUs that have it) equal the scalar
+ * ones bit for bit: every half, NaN payloads included, at every offset of
+ * an 8-wide group; floats around every half and the special values. */
+START_TEST(test_half_fp16_rows_match_scalar)
+{
+    enum { N = 65536 + 7 };
+    uint16_t *h = malloc(N * sizeof *h);
+    float *f = malloc(N * sizeof *f);
+    ck_assert(h && f);
+    for (int shift = 0; shift < 8; shift++) {
+        for (uint32_t i = 0; i < N; i++)
+            h[i] = (uint16_t)(i + (uint32_t)shift * 0x2471u);
+        qk_fp16_to_f32_row(h + shift, f, N - 7);
+        for (uint32_t i = 0; i < N - 7; i++) {
+            float want = qk_fp16_to_f32(h[i + (uint32_t)shift]);
+            ck_assert_msg(!memcmp(&want, f + i, 4), "half %04x: row gives %08x, scalar %08x", h[i + (uint32_t)shift],
+                          f2u(f[i]), f2u(want));
+        }
+    }
+    uint32_t x = 777;
+    for (uint32_t i = 0; i < N; i++) {
+        x = x * 1664525u + 1013904223u;
+        uint32_t u = i < 65536 ? f2u(qk_fp16_to_f32((uint16_t)i)) + (x % 5) - 2 : x; /* near every half, then any */
+        memcpy(f + i, &u, 4);
+    }
+    qk_f32_to_fp16_row(f + 1, h, N - 1);
+    for (uint32_t i = 0; i < N - 1; i++)
+        ck_assert_msg(h[i] == qk_f32_to_fp16(f[i + 1]), "float %08x: row gives %04x, scalar %04x", f2u(f[i + 1]),
+                      h[i], qk_f32_to_fp16(f[i + 1]));
+    free(h);
+    free(f);
+}
+END_TEST
+
 START_TEST(test_half_bf16_rounding)
 {
     ck_assert_uint_eq(qk_f32_to_bf16(1.0f), 0x3f80);
@@ -354,6 +388,7 @@ Suite *qk_test_suite_half(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_half_fp16_all_halves_round_trip);
     tcase_add_test(tc, test_half_fp16_rounding_matches_reference);
+    tcase_add_test(tc, test_half_fp16_rows_match_scalar);
     tcase_add_test(tc, test_half_bf16_rounding);
     suite_add_tcase(s, tc);
     return s;

@@ -151,13 +151,9 @@ static const char *tiny_llama2c(void)
     return path;
 }
 
-/* A 1-layer llama GGUF (F32, n_embd 32, 2 heads of 16, n_ff 32, 16 tokens)
- * with a vocabulary, plus n_extra KVs "junk.NNNNNNNN" (u32). */
-static const char *tiny_gguf(const char *name, int64_t n_extra)
+/* A 16-token vocabulary written into w. */
+static void add_vocab(qk_gguf_writer *w)
 {
-    const char *path = qk_test_tmp(name);
-    qk_gguf_writer *w = NULL;
-    qk_afile *f = NULL;
     qk_vocab *v = NULL;
     ck_assert_int_eq(qk_vocab_alloc(&v, 16, QK_VOCAB_SPM), 0);
     for (int i = 0; i < 16; i++) {
@@ -169,6 +165,17 @@ static const char *tiny_gguf(const char *name, int64_t n_extra)
     }
     v->unk_id = 0, v->bos_id = 1, v->eos_id = 2, v->add_bos = 1;
     ck_assert_int_eq(qk_vocab_build_index(v), 0);
+    ck_assert_int_eq(qk_vocab_to_gguf(v, w), 0);
+    qk_vocab_free(v);
+}
+
+/* A 1-layer llama GGUF (F32, n_embd 32, 2 heads of 16, n_ff 32, 16 tokens)
+ * with a vocabulary, plus n_extra KVs "junk.NNNNNNNN" (u32). */
+static const char *tiny_gguf(const char *name, int64_t n_extra)
+{
+    const char *path = qk_test_tmp(name);
+    qk_gguf_writer *w = NULL;
+    qk_afile *f = NULL;
     ck_assert_int_eq(qk_gguf_writer_new(&w, 0), 0);
     ck_assert_int_eq(qk_gguf_writer_set_str(w, "general.architecture", "llama"), 0);
     static const struct {
@@ -180,7 +187,7 @@ static const char *tiny_gguf(const char *name, int64_t n_extra)
     for (size_t i = 0; i < sizeof u / sizeof *u; i++)
         ck_assert_int_eq(qk_gguf_writer_set_u32(w, u[i].k, u[i].v), 0);
     ck_assert_int_eq(qk_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f), 0);
-    ck_assert_int_eq(qk_vocab_to_gguf(v, w), 0);
+    add_vocab(w);
     for (int64_t i = 0; i < n_extra; i++) {
         char k[32];
         snprintf(k, sizeof k, "junk.%08lld", (long long)i);
@@ -210,7 +217,49 @@ static const char *tiny_gguf(const char *name, int64_t n_extra)
     ck_assert_int_eq(qk_gguf_writer_finish(w), 0);
     ck_assert_int_eq(qk_afile_commit(f), 0);
     qk_gguf_writer_free(w);
-    qk_vocab_free(v);
+    return path;
+}
+
+/* A llama GGUF of n_layer layers as small as they get (n_embd 2, one head,
+ * n_ff 2, 16 tokens): 9 tensors per layer. */
+static const char *deep_gguf(const char *name, int n_layer)
+{
+    const char *path = qk_test_tmp(name);
+    qk_gguf_writer *w = NULL;
+    qk_afile *f = NULL;
+    ck_assert_int_eq(qk_gguf_writer_new(&w, 0), 0);
+    ck_assert_int_eq(qk_gguf_writer_set_str(w, "general.architecture", "llama"), 0);
+    ck_assert_int_eq(qk_gguf_writer_set_u32(w, "llama.embedding_length", 2), 0);
+    ck_assert_int_eq(qk_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)n_layer), 0);
+    ck_assert_int_eq(qk_gguf_writer_set_u32(w, "llama.feed_forward_length", 2), 0);
+    ck_assert_int_eq(qk_gguf_writer_set_u32(w, "llama.attention.head_count", 1), 0);
+    add_vocab(w);
+    static const char *const per_layer[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                             "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+    const int64_t ne_emb[2] = {2, 16}, ne_mat[2] = {2, 2}, ne_vec[1] = {2};
+    ck_assert_int_eq(qk_gguf_writer_add_tensor(w, "token_embd.weight", QK_TYPE_F32, 2, ne_emb), 0);
+    for (int l = 0; l < n_layer; l++)
+        for (int k = 0; k < 9; k++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, per_layer[k]);
+            int vec = k == 0 || k == 5;
+            ck_assert_int_eq(qk_gguf_writer_add_tensor(w, nm, QK_TYPE_F32, vec ? 1 : 2, vec ? ne_vec : ne_mat), 0);
+        }
+    ck_assert_int_eq(qk_gguf_writer_add_tensor(w, "output_norm.weight", QK_TYPE_F32, 1, ne_vec), 0);
+    ck_assert_int_eq(qk_afile_open(&f, path), 0);
+    ck_assert_int_eq(qk_gguf_writer_begin(w, f), 0);
+    const float d[32] = {1.0f, 0.5f, -0.25f, 0.125f, 1.0f, 0.5f, -0.25f, 0.125f, 1.0f, 0.5f, -0.25f,
+                         0.125f, 1.0f, 0.5f, -0.25f, 0.125f, 1.0f, 0.5f, -0.25f, 0.125f, 1.0f, 0.5f,
+                         -0.25f, 0.125f, 1.0f, 0.5f, -0.25f, 0.125f, 1.0f, 0.5f, -0.25f, 0.125f};
+    const int64_t n_t = 2 + 9 * (int64_t)n_layer;
+    for (int64_t i = 0; i < n_t; i++) {
+        size_t bytes = i == 0 ? sizeof d : (i == n_t - 1 || (i - 1) % 9 == 0 || (i - 1) % 9 == 5) ? 8 : 16;
+        ck_assert_int_eq(qk_gguf_writer_write(w, d, bytes), 0);
+        ck_assert_int_eq(qk_gguf_writer_end_tensor(w), 0);
+    }
+    ck_assert_int_eq(qk_gguf_writer_finish(w), 0);
+    ck_assert_int_eq(qk_afile_commit(f), 0);
+    qk_gguf_writer_free(w);
     return path;
 }
 
@@ -331,6 +380,26 @@ START_TEST(test_limits_gguf_262144_kvs_copied)
     qk_gguf *g = NULL;
     ck_assert_int_eq(qk_gguf_open(&g, out), 0);
     ck_assert_ptr_nonnull(qk_gguf_find_kv(g, "junk.00262143"));
+    qk_gguf_close(g);
+}
+END_TEST
+
+START_TEST(test_limits_gguf_4096_layers)
+{
+    /* the most tensors a model may have (9 per layer, MAX_LAYERS 4096): every
+     * tool looks tensors up by name, which used to be linear (quadratic
+     * overall: 15-18 s for this 3.7 MB file in qk-convert and qk-quantize) */
+    const char *p = deep_gguf("deep.gguf", 4096);
+    char *err = NULL;
+    int rc = run_limited(&err, "%s %s -o %s -q", qk_test_tool("qk-convert"), p, qk_test_tmp("deep-f16.gguf"));
+    ck_assert_msg(rc == 0, "qk-convert: exit %d: %s", rc, err);
+    free(err);
+    rc = run_limited(&err, "%s %s %s Q8_0 -q", qk_test_tool("qk-quantize"), p, qk_test_tmp("deep-q8.gguf"));
+    ck_assert_msg(rc == 0, "qk-quantize: exit %d: %s", rc, err);
+    free(err);
+    qk_gguf *g = NULL;
+    ck_assert_int_eq(qk_gguf_open(&g, qk_test_tmp("deep-q8.gguf")), 0);
+    ck_assert_int_eq(qk_gguf_n_tensors(g), 2 + 9 * 4096);
     qk_gguf_close(g);
 }
 END_TEST
@@ -556,6 +625,7 @@ Suite *qk_test_suite_limits(void)
     tcase_add_test(tc, test_limits_gguf_vocab_2e27_tokens_in_60_bytes);
     tcase_add_test(tc, test_limits_gguf_tensor_2e62_elements);
     tcase_add_test(tc, test_limits_gguf_262144_kvs_copied);
+    tcase_add_test(tc, test_limits_gguf_4096_layers);
     tcase_add_test(tc, test_limits_safetensors_header_2e40);
     tcase_add_test(tc, test_limits_safetensors_50mb_nested);
     tcase_add_test(tc, test_limits_safetensors_50mb_flat_array);

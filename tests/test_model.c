@@ -222,6 +222,21 @@ START_TEST(test_model_rejects_unsupported_arch)
 }
 END_TEST
 
+/* Found by fuzzing (tests/fuzz/cases/hf_config/rms-norm-eps-1e308.json): a
+ * finite double beyond float range used to be stored as Inf. */
+START_TEST(test_model_config_float_out_of_range)
+{
+    const char *cfg = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, \"num_hidden_layers\": 1,"
+                      " \"num_attention_heads\": 2, \"intermediate_size\": 8, \"vocab_size\": 4,"
+                      " \"rms_norm_eps\": 1e308}";
+    const char *p = qk_test_tmp("config.json");
+    qk_test_write_file(p, cfg, strlen(cfg));
+    qk_model_config c;
+    ck_assert_int_eq(qk_model_read_hf_config(&c, p), QK_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(qk_errmsg(), "rms_norm_eps"));
+}
+END_TEST
+
 START_TEST(test_model_missing_tokenizer_is_an_error)
 {
     QK_REQUIRE_DATA(st, "models/stories260K-hf/float32/model.safetensors");
@@ -246,6 +261,7 @@ Suite *qk_test_suite_model(void)
     tcase_add_test(tc, test_model_pad_ffn_is_zero_padding);
     tcase_add_test(tc, test_model_mistral_config_maps);
     tcase_add_test(tc, test_model_rejects_unsupported_arch);
+    tcase_add_test(tc, test_model_config_float_out_of_range);
     tcase_add_test(tc, test_model_missing_tokenizer_is_an_error);
     suite_add_tcase(s, tc);
     return s;

@@ -1,6 +1,7 @@
 /* Tests of quantize/ and the qk-quantize tool. */
 #include "qk_test.h"
 
+#include <float.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -273,6 +274,35 @@ START_TEST(test_quantize_bad_input)
 }
 END_TEST
 
+/* qk_find_nonfinite: the first NaN/Inf at every position of rows of several
+ * lengths (its block scan has 256- and 32-element stages); none in finite
+ * extremes. */
+START_TEST(test_quantize_find_nonfinite)
+{
+    static const int64_t lens[] = {0, 1, 31, 32, 33, 255, 256, 257, 600, 1024};
+    float *x = malloc(1024 * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const int64_t n = lens[li];
+        for (int64_t j = 0; j < n; j++) /* finite extremes: max, -max, denormals, -0 */
+            x[j] = j % 4 == 0 ? FLT_MAX : j % 4 == 1 ? -FLT_MAX : j % 4 == 2 ? 1e-45f : -0.0f;
+        ck_assert_int_eq(qk_find_nonfinite(x, n), -1);
+        for (int64_t p = 0; p < n; p++) {
+            const float bad = p % 3 == 0 ? NAN : p % 3 == 1 ? INFINITY : -INFINITY;
+            x[p] = bad;
+            if (p + 40 < n)
+                x[p + 40] = NAN; /* a later one does not matter */
+            ck_assert_int_eq(qk_find_nonfinite(x, n), p);
+            ck_assert_int_eq(qk_find_nonfinite(x + p + 1, n - p - 1), p + 40 < n ? 39 : -1);
+            x[p] = 1.0f;
+            if (p + 40 < n)
+                x[p + 40] = 1.0f;
+        }
+    }
+    free(x);
+}
+END_TEST
+
 START_TEST(test_quantize_plan_rules)
 {
     QK_REQUIRE_DATA(bin, BIN);
@@ -315,6 +345,7 @@ Suite *qk_test_suite_quantize(void)
     tcase_add_test(tc, test_quantize_json_report);
     tcase_add_test(tc, test_quantize_bad_input);
     tcase_add_test(tc, test_quantize_plan_rules);
+    tcase_add_test(tc, test_quantize_find_nonfinite);
     suite_add_tcase(s, tc);
     return s;
 }

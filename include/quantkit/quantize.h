@@ -94,7 +94,8 @@ int64_t qk_find_nonfinite(const float *x, int64_t n);
  * only count against the budget.
  *
  * Error: every candidate encodes a deterministic sample of the tensor's rows
- * (at most sample_rows, evenly spaced, each read once from the mapped input)
+ * (evenly spaced, each read once from the mapped input: sample_rows of them,
+ * or by default up to 256 rows and 2^18 elements but at least 16 rows)
  * with the encoder qk_quantize_rows() uses, the importance vector when the
  * imatrix has an entry; err = sum over rows and columns of imp_j (w - q)^2
  * (imp = the imatrix's mean x^2, else 1), scaled from the sample to all rows.
@@ -114,7 +115,7 @@ int64_t qk_find_nonfinite(const float *x, int64_t n);
  * any budget the rounding left. Deterministic: ties go to the smaller type. */
 
 #define QK_ALLOC_MAX_CAND 16
-#define QK_ALLOC_SAMPLE_ROWS 256 /* default rows sampled per tensor */
+#define QK_ALLOC_SAMPLE_ROWS 256 /* most rows sampled per tensor by default */
 
 enum { QK_ALLOC_SIZE = 1, QK_ALLOC_BPW = 2 };
 enum { QK_ALLOC_MEASURE_NONE = 0, QK_ALLOC_MEASURE_PROBE = 1, QK_ALLOC_MEASURE_ALL = 2 };
@@ -148,8 +149,9 @@ typedef struct qk_alloc_tensor {
  * no allowed type fits). types holds QK_ALLOC_MAX_CAND entries. */
 int qk_alloc_candidates(int64_t ne0, const int *allowed, int n_allowed, int *types);
 
-/* The default loss weight of a tensor kind (by GGUF name; 1 for most, see
- * alloc.c for the measurements behind the others). */
+/* The default loss weight of a tensor kind, by GGUF name (measured on
+ * stories260K, see alloc.c; 0.45 for names it does not know). Tied token
+ * embeddings get the output projection's factor added (qk_alloc_plan). */
 double qk_alloc_kind_factor(const char *name);
 
 typedef struct qk_alloc_params {
@@ -162,7 +164,7 @@ typedef struct qk_alloc_params {
     const int *types;       /* candidate restriction (NULL: every candidate) */
     int n_types;
     const struct qk_calib *imatrix; /* importance per tensor (NULL: imp = 1) */
-    int64_t sample_rows;    /* <= 0: QK_ALLOC_SAMPLE_ROWS */
+    int64_t sample_rows;    /* rows sampled per tensor; <= 0: the default (above) */
     int allow_nonfinite;    /* NaN/Inf weights count as 0 instead of being refused */
     int measure;            /* QK_ALLOC_MEASURE_*; needs calib_text */
     const char *calib_text;

@@ -36,8 +36,15 @@ if [ $# -eq 0 ]; then
     done
 fi
 [ $# -gt 0 ] || { echo "run.sh: no fuzz targets in $F; run make fuzz" >&2; exit 1; }
-sh tests/fuzz/seeds.sh 2>/dev/null
 mkdir -p $F/crashes $F/logs
+sh tests/fuzz/seeds.sh 2>$F/logs/seeds.log || { cat $F/logs/seeds.log >&2; exit 1; }
+# scratch directories of fuzzers that died without cleaning up (fz_util.c)
+for d in /dev/shm/qk-fuzz-* "${TMPDIR:-/tmp}"/qk-fuzz-*; do
+    [ -d "$d" ] || continue
+    pid=${d##*/qk-fuzz-}
+    pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null || rm -rf "$d"
+done
 
 # one TARGET: run it, print one line, return its status
 run_one() {
