@@ -189,12 +189,17 @@ echo "| model | threads | batch | median tok/s | median CPU s | peak RSS (MB) | 
 echo "|:------|--------:|------:|-------------:|-------------:|--------------:|------------:|----------------------------:|---------------------:|"
 for m in ${MODELS//,/ }; do
     for b in ${BATCH//,/ }; do
-        awk -v m="$m" -v b="$b" -v a="$(anchor "$m")" '
+        awk -v m="$m" -v b="$b" -v a="$(anchor "$m")" 'BEGIN { no = 0 }
             function med(v, n,   x, y, z) {
                 for (x = 0; x < n; x++) for (y = x + 1; y < n; y++) if (v[y] < v[x]) { z = v[x]; v[x] = v[y]; v[y] = z }
                 return n % 2 ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
             }
-            $1 == m && $3 == b { t = $2; if (!(t in cnt)) order[no++] = t; tps[t, cnt[t]] = $4; cpu[t, cnt[t]] = $5; rss[t, cnt[t]] = $6; cnt[t]++ }
+            $1 == m && $3 == b {
+                t = $2
+                if (!(t in cnt)) { order[no++] = t; cnt[t] = 0 }
+                c = cnt[t]++
+                tps[t, c] = $4; cpu[t, c] = $5; rss[t, c] = $6
+            }
             END {
                 for (i = 0; i < no; i++) {
                     t = order[i]; n = cnt[t]

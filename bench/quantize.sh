@@ -286,7 +286,7 @@ echo "|:------|:-----|:-----|-----:|---------:|-----------:|--------------:|----
 for input in ${INPUTS//,/ }; do
     for ty in ${TYPES//,/ }; do
         for mode in ${MODES//,/ }; do
-            awk -v i="$input" -v t="$ty" -v m="$mode" -v a="$(anchor "$ty")" '
+            awk -v i="$input" -v t="$ty" -v m="$mode" -v a="$(anchor "$ty")" 'BEGIN { n = 0 }
                 function med(v, n,   x, y, z) {
                     for (x = 0; x < n; x++) for (y = x + 1; y < n; y++) if (v[y] < v[x]) { z = v[x]; v[x] = v[y]; v[y] = z }
                     return n % 2 ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2

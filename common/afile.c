@@ -28,6 +28,9 @@
 #define AFILE_BUF (64u << 10)
 #else
 #define AFILE_BUF (8u << 20)
+/* Writes of at least this many bytes go to the file directly (after what is
+ * buffered), saving a copy: qk-quantize writes its chunks of about 1 MB so. */
+#define AFILE_DIRECT (1u << 20)
 #endif
 /* Written bytes left in the page cache behind the write position. Beyond
  * it, pages are written back and dropped as the file grows (see writeback). */
@@ -254,8 +257,10 @@ int qk_afile_write(qk_afile *f, const void *buf, size_t n)
     if (f->failed)
         return qk_error(QK_EIO, "%s: earlier write failed", f->path);
     const uint8_t *p = buf;
-    if (n >= AFILE_BUF && f->buf_n == 0)
-        return write_all(f, p, n);
+    if (n >= AFILE_DIRECT) { /* large: no copy through the buffer */
+        int rc = flush(f);
+        return rc ? rc : write_all(f, p, n);
+    }
     while (n) {
         size_t k = AFILE_BUF - f->buf_n;
         if (k > n)

@@ -9,7 +9,24 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-uint64_t qk_hash64(const void *data, size_t n) { return (uint64_t)XXH3_64bits(data, n); }
+/* A libxxhash built with DISPATCH=1 (Debian's; upstream's Makefile default)
+ * also exports *_dispatch variants that pick SSE2, AVX2 or AVX-512 at run
+ * time, while the plain functions are built for the baseline ISA: same
+ * hashes, 2-3x faster here, and these hashes read every byte of a model.
+ * Weak references, so a library without them still links (they are then
+ * NULL and the plain functions run). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(XXH_NAMESPACE)
+XXH64_hash_t XXH3_64bits_dispatch(const void *input, size_t len) __attribute__((weak));
+XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t *state, const void *input, size_t len) __attribute__((weak));
+#define HASH64(p, n) (XXH3_64bits_dispatch ? XXH3_64bits_dispatch(p, n) : XXH3_64bits(p, n))
+#define HASH64_UPDATE(st, p, n) \
+    (XXH3_64bits_update_dispatch ? XXH3_64bits_update_dispatch(st, p, n) : XXH3_64bits_update(st, p, n))
+#else
+#define HASH64(p, n) XXH3_64bits(p, n)
+#define HASH64_UPDATE(st, p, n) XXH3_64bits_update(st, p, n)
+#endif
+
+uint64_t qk_hash64(const void *data, size_t n) { return (uint64_t)HASH64(data, n); }
 
 struct qk_hasher {
     XXH3_state_t *st;
@@ -34,7 +51,7 @@ int qk_hasher_new(qk_hasher **out)
 void qk_hasher_update(qk_hasher *h, const void *data, size_t n)
 {
     if (n)
-        XXH3_64bits_update(h->st, data, n);
+        HASH64_UPDATE(h->st, data, n);
 }
 
 uint64_t qk_hasher_digest(const qk_hasher *h) { return (uint64_t)XXH3_64bits_digest(h->st); }

@@ -314,6 +314,20 @@ AVX2 __attribute__((always_inline)) static inline void qk45_search_g(const float
     }
 }
 
+/* qk45_requant_ref: L[i] = clamp(nearest_int((x[i] + dm) / d), 0, nmax),
+ * i < 32; each element on its own, so 8 at a time is the same. */
+AVX2 static void qk45_requant_avx2(const float *x, float dm, float d, int nmax, uint8_t *L)
+{
+    const __m256 vdm = _mm256_set1_ps(dm), vd = _mm256_set1_ps(d);
+    const __m256i inmax = _mm256_set1_epi32(nmax), izero = _mm256_setzero_si256();
+    __m256i q[4];
+    FOR_K4
+        q[k] = _mm256_max_epi32(izero, _mm256_min_epi32(inmax, nearest8(_mm256_div_ps(
+                   _mm256_add_ps(_mm256_loadu_ps(x + 8 * k), vdm), vd))));
+    const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]), _mm256_packus_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)L, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 AVX2 static void qk45_search_avx2(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins)
 {
     assert(nb >= 1 && nb <= QK_BLOCKS_SEARCH_GROUP);
@@ -469,7 +483,7 @@ void qk_blocks_q4_k_from_float(const float *src, void *dst, int64_t n, const flo
 {
 #ifdef QK_BLOCKS_AVX2
     if (!importance && have_avx2()) {
-        qk_blocks_q4_k_encode(src, dst, n, NULL, qk45_search_avx2);
+        qk_blocks_q4_k_encode(src, dst, n, NULL, qk45_search_avx2, qk45_requant_avx2);
         return;
     }
 #endif
@@ -480,7 +494,7 @@ void qk_blocks_q5_k_from_float(const float *src, void *dst, int64_t n, const flo
 {
 #ifdef QK_BLOCKS_AVX2
     if (!importance && have_avx2()) {
-        qk_blocks_q5_k_encode(src, dst, n, NULL, qk45_search_avx2);
+        qk_blocks_q5_k_encode(src, dst, n, NULL, qk45_search_avx2, qk45_requant_avx2);
         return;
     }
 #endif

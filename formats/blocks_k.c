@@ -883,8 +883,20 @@ void qk_blocks_qk45_search_ref(const float *x, int nb, int nmax, uint8_t *L, flo
  * (sigma2 = 2*mean x^2 of the super-block) and make_qp_quants for the codes.
  * Then requantize every value with the stored fp16 scales. Writes scales, d,
  * dmin; returns codes in L. */
+/* The requantization of quantize_row_q{4,5}_K_*: L[i] = nearest((x[i] +
+ * dm) / d) clamped to [0, nmax], for the 32 values of a sub-block. */
+static void qk45_requant_ref(const float *x, float dm, float d, int nmax, uint8_t *L)
+{
+    for (int ii = 0; ii < 32; ++ii) {
+        int l = qk_blocks_nearest_int((x[ii] + dm) / d);
+        l = MAXI(0, MINI(nmax, l));
+        L[ii] = (uint8_t)l;
+    }
+}
+
 static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint8_t *dmin_out, uint8_t *L, int nmax,
-                       const float *quant_weights, const float *s_scales, const float *s_mins)
+                       const float *quant_weights, const float *s_scales, const float *s_mins,
+                       qk_blocks_qk45_requant_fn requant)
 {
     uint8_t Laux[32];
     float weights[32];
@@ -956,11 +968,7 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
         if (!d)
             continue;
         const float dm = dmin * m;
-        for (int ii = 0; ii < 32; ++ii) {
-            int l = qk_blocks_nearest_int((x[32 * j + ii] + dm) / d);
-            l = MAXI(0, MINI(nmax, l));
-            L[32 * j + ii] = (uint8_t)l;
-        }
+        requant(x + 32 * j, dm, d, nmax, L + 32 * j);
     }
 }
 
@@ -969,7 +977,7 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
 #define QK45_GROUP QK_BLOCKS_SEARCH_GROUP
 
 void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search)
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant)
 {
     assert(n % QK_K == 0);
     qk_block_q4_k *y = dst;
@@ -981,7 +989,7 @@ void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *
             search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 15, Lg, scales, mins);
         uint8_t *L = Lg + QK_K * k;
         qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 15, importance ? importance + QK_K * i : NULL,
-                   scales + 8 * k, mins + 8 * k);
+                   scales + 8 * k, mins + 8 * k, requant ? requant : qk45_requant_ref);
         uint8_t *q = y[i].qs;
         for (int j = 0; j < QK_K; j += 64) {
             for (int l = 0; l < 32; ++l)
@@ -992,7 +1000,7 @@ void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *
 }
 
 void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search)
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant)
 {
     assert(n % QK_K == 0);
     qk_block_q5_k *y = dst;
@@ -1004,7 +1012,7 @@ void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *
             search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 31, Lg, scales, mins);
         uint8_t *L = Lg + QK_K * k;
         qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 31, importance ? importance + QK_K * i : NULL,
-                   scales + 8 * k, mins + 8 * k);
+                   scales + 8 * k, mins + 8 * k, requant ? requant : qk45_requant_ref);
         uint8_t *qh = y[i].qh;
         uint8_t *ql = y[i].qs;
         memset(qh, 0, QK_K / 8);
@@ -1032,12 +1040,12 @@ void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *
 
 void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    qk_blocks_q4_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref);
+    qk_blocks_q4_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL);
 }
 
 void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    qk_blocks_q5_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref);
+    qk_blocks_q5_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL);
 }
 
 /* ==================================================================== Q6_K

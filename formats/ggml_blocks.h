@@ -156,16 +156,20 @@ float qk_blocks_make_qkx3_quants(int n, int nmax, const float *x, const float *w
  * make_qkx2_quants with weights av_x + |x| -> scales[nb*8], mins[nb*8]
  * (the_min, >= 0 unless the data is not finite), codes L[nb*256].
  * Q6_K search: make_qx_quants(16, 32, x^2 weights) on each sub-block of 16
- * -> scales[nb*16], codes L[nb*256] (l + 32). */
+ * -> scales[nb*16], codes L[nb*256] (l + 32).
+ * qk45 requant (NULL: the reference loop): the final codes of a sub-block
+ * of 32 from its stored scale, L[i] = clamp(nearest_int((x[i] + dm) / d),
+ * 0, nmax). */
 #define QK_BLOCKS_SEARCH_GROUP 2
 typedef void (*qk_blocks_qk45_search_fn)(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
 typedef void (*qk_blocks_q6_k_search_fn)(const float *x, int nb, int8_t *L, float *scales);
+typedef void (*qk_blocks_qk45_requant_fn)(const float *x, float dm, float d, int nmax, uint8_t *L);
 void qk_blocks_qk45_search_ref(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
 void qk_blocks_q6_k_search_ref(const float *x, int nb, int8_t *L, float *scales);
 void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search);
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant);
 void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search);
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant);
 void qk_blocks_q6_k_encode(const float *src, void *dst, int64_t n, const float *importance,
                            qk_blocks_q6_k_search_fn search);
 
