@@ -78,7 +78,7 @@ Options:
                     bin/qk-quantize), e.g. another build to compare
   --no-build        do not run make first
   --keep-output     keep the last output of each input and type (DIR/PRESET-INPUT-TYPE.gguf)
-                    and the F16 GGUF
+                    and the F16 GGUF (which is otherwise deleted if this run made it)
   --clean           delete the generated checkpoint at the end too
   -h, --help        this help
 EOF
@@ -161,6 +161,7 @@ DIR=$(cd "$DIR" && pwd)
 CKPT=$DIR/$PRESET-$DTYPE-seed$SEED
 F16=$DIR/$PRESET-$DTYPE-to-f16.gguf
 OUT=  # $DIR/$PRESET-INPUT-TYPE.gguf of the current runs
+F16_MADE=0
 IN_BYTES=$((PARAMS * IN_ES))
 F16_BYTES=$((PARAMS * 2))
 OUT_MAX=$((PARAMS * 9 / 8 + 1000000000)) # Q8_0 is 8.5 bits per weight
@@ -180,7 +181,7 @@ cleanup() {
     rm -rf "$WORK"
     if [ "$KEEP_OUTPUT" = 0 ]; then
         [ -z "$OUT" ] || rm -f "$OUT"
-        case ",$INPUTS," in *,f16,*) rm -f "$F16" ;; esac
+        [ "$F16_MADE" = 0 ] || rm -f "$F16"
     fi
     [ "$CLEAN" = 0 ] || rm -rf "$CKPT"
 }
@@ -224,6 +225,7 @@ echo "input hf:  $CKPT: $(ls "$CKPT"/*.safetensors | wc -l) safetensors file(s),
 case ",$INPUTS," in
 *,f16,*)
     if [ ! -f "$F16" ]; then
+        F16_MADE=1
         echo "  \$ qk-convert $CKPT -o $F16 --outtype f16"
         t0=$(now)
         /usr/bin/time -v -o "$WORK/conv.time" "$CONVERT" "$CKPT" -o "$F16" --outtype f16 -q 2>"$WORK/conv.err" ||

@@ -28,10 +28,10 @@
 #define AFILE_BUF (64u << 10)
 #else
 #define AFILE_BUF (8u << 20)
+#endif
 /* Writes of at least this many bytes go to the file directly (after what is
  * buffered), saving a copy: qk-quantize writes its chunks of about 1 MB so. */
 #define AFILE_DIRECT (1u << 20)
-#endif
 /* Written bytes left in the page cache behind the write position. Beyond
  * it, pages are written back and dropped as the file grows (see writeback). */
 #define AFILE_WB_BEHIND (64u << 20)

@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -27,6 +30,27 @@ XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t *state, const void *input
 #endif
 
 uint64_t qk_hash64(const void *data, size_t n) { return (uint64_t)HASH64(data, n); }
+
+static uint64_t g_table_seed;
+static pthread_once_t g_table_seed_once = PTHREAD_ONCE_INIT;
+
+static void table_seed_init(void)
+{
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+        /* no entropy yet (early boot): time, pid and ASLR still differ per run */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 17) ^ (uint64_t)(uintptr_t)&s;
+    }
+    g_table_seed = s;
+}
+
+uint64_t qk_hash64_table(const void *data, size_t n)
+{
+    pthread_once(&g_table_seed_once, table_seed_init);
+    return (uint64_t)XXH3_64bits_withSeed(data, n, g_table_seed);
+}
 
 struct qk_hasher {
     XXH3_state_t *st;

@@ -75,20 +75,15 @@ static uint32_t char_key(const char *s, size_t n)
     return k;
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+/* Seeded (qk_hash64_table): the pairs come from token texts in files, and a
+ * fixed mix would let a vocabulary put them all in one probe chain. */
+static uint64_t pair_hash(uint64_t key) { return qk_hash64_table(&key, sizeof key); }
 
 static int u64set_has(const qk_u64set *s, uint64_t key)
 {
     if (!s->keys)
         return 0;
-    for (uint64_t pos = mix64(key) & s->mask; s->used[pos]; pos = (pos + 1) & s->mask)
+    for (uint64_t pos = pair_hash(key) & s->mask; s->used[pos]; pos = (pos + 1) & s->mask)
         if (s->keys[pos] == key)
             return 1;
     return 0;
@@ -97,7 +92,7 @@ static int u64set_has(const qk_u64set *s, uint64_t key)
 /* The table was sized for every insertion in advance. */
 static void u64set_add(qk_u64set *s, uint64_t key)
 {
-    uint64_t pos = mix64(key) & s->mask;
+    uint64_t pos = pair_hash(key) & s->mask;
     for (; s->used[pos]; pos = (pos + 1) & s->mask)
         if (s->keys[pos] == key)
             return;

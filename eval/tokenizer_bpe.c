@@ -516,7 +516,8 @@ size_t qk_bpe_decode_text(const char *text, size_t len, char *out)
 
 static uint64_t merge_hash(const char *lr, size_t llen, size_t rlen)
 {
-    return qk_hash64(lr, llen + rlen) ^ ((uint64_t)llen * 0x9e3779b97f4a7c15ull);
+    /* seeded: the merges come from files (see qk_hash64_table) */
+    return qk_hash64_table(lr, llen + rlen) ^ ((uint64_t)llen * 0x9e3779b97f4a7c15ull);
 }
 
 /* Rank of the merge (left, right) where left is [lr, lr+llen) and right

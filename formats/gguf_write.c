@@ -111,8 +111,9 @@ void qk_gguf_writer_set_checksums(qk_gguf_writer *w, int on)
 
 /* ------------------------------------------------------------- metadata */
 
-/* Keys are found through a hash table: copying the keys of a hostile file
- * (up to QK_GGUF_MAX_KV) must not take quadratic time. */
+/* Keys are found through a hash table (seeded: qk_hash64_table): copying
+ * the keys of a hostile file (up to QK_GGUF_MAX_KV) must not take quadratic
+ * time. */
 static int64_t kv_index(const qk_gguf_writer *w, const char *key, uint64_t len)
 {
     if (!w->kv_slots) { /* no table (nothing added yet, or out of memory rebuilding it) */
@@ -121,7 +122,7 @@ static int64_t kv_index(const qk_gguf_writer *w, const char *key, uint64_t len)
                 return i;
         return -1;
     }
-    for (uint64_t pos = qk_hash64(key, (size_t)len) & w->kv_mask;; pos = (pos + 1) & w->kv_mask) {
+    for (uint64_t pos = qk_hash64_table(key, (size_t)len) & w->kv_mask;; pos = (pos + 1) & w->kv_mask) {
         int64_t i = w->kv_slots[pos] - 1;
         if (i < 0)
             return -1;
@@ -140,7 +141,7 @@ static int kv_rehash(qk_gguf_writer *w, int64_t want)
     if (!slots)
         return qk_error(QK_ENOMEM, "gguf writer: out of memory");
     for (int64_t i = 0; i < w->n_kv; i++) {
-        uint64_t pos = qk_hash64(w->kvs[i].key.s, (size_t)w->kvs[i].key.len) & (cap - 1);
+        uint64_t pos = qk_hash64_table(w->kvs[i].key.s, (size_t)w->kvs[i].key.len) & (cap - 1);
         while (slots[pos])
             pos = (pos + 1) & (cap - 1);
         slots[pos] = i + 1;
@@ -216,7 +217,7 @@ static int kv_put(qk_gguf_writer *w, qk_gguf_kv *kv)
             return rc;
         }
     }
-    uint64_t pos = qk_hash64(kv->key.s, (size_t)kv->key.len) & w->kv_mask;
+    uint64_t pos = qk_hash64_table(kv->key.s, (size_t)kv->key.len) & w->kv_mask;
     while (w->kv_slots[pos])
         pos = (pos + 1) & w->kv_mask;
     w->kv_slots[pos] = w->n_kv + 1;
@@ -356,7 +357,7 @@ static int64_t ts_index(const qk_gguf_writer *w, const char *name, size_t len)
 {
     if (!w->ts_slots)
         return -1;
-    for (uint64_t pos = qk_hash64(name, len) & w->ts_mask;; pos = (pos + 1) & w->ts_mask) {
+    for (uint64_t pos = qk_hash64_table(name, len) & w->ts_mask;; pos = (pos + 1) & w->ts_mask) {
         int64_t i = w->ts_slots[pos] - 1;
         if (i < 0 || !strcmp(w->ts[i].name, name))
             return i;
@@ -376,7 +377,7 @@ static int ts_reserve(qk_gguf_writer *w)
     if (!slots)
         return qk_error(QK_ENOMEM, "gguf writer: out of memory");
     for (int64_t i = 0; i < w->n_ts; i++) {
-        uint64_t pos = qk_hash64(w->ts[i].name, strlen(w->ts[i].name)) & (cap - 1);
+        uint64_t pos = qk_hash64_table(w->ts[i].name, strlen(w->ts[i].name)) & (cap - 1);
         while (slots[pos])
             pos = (pos + 1) & (cap - 1);
         slots[pos] = i + 1;
@@ -427,7 +428,7 @@ int qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, int type, int
     memset(t, 0, sizeof *t);
     if (!(t->name = strdup(name)))
         return qk_error(QK_ENOMEM, "gguf writer: out of memory");
-    uint64_t pos = qk_hash64(name, len) & w->ts_mask;
+    uint64_t pos = qk_hash64_table(name, len) & w->ts_mask;
     while (w->ts_slots[pos])
         pos = (pos + 1) & w->ts_mask;
     w->ts_slots[pos] = w->n_ts + 1;

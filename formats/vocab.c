@@ -22,7 +22,9 @@
 
 /* Open addressing with linear probing over a power-of-two table at most half
  * full. A slot holds a token id (-1 empty) and the low 32 bits of its hash,
- * so most probes reject without comparing texts. */
+ * so most probes reject without comparing texts. The hash is seeded per
+ * process (qk_hash64_table): token texts come from files, and with a fixed
+ * hash a vocabulary could be built to put every token in one probe chain. */
 struct qk_vocab_index {
     uint64_t mask;
     int32_t *ids;
@@ -197,7 +199,7 @@ int qk_vocab_build_index(qk_vocab *v)
     ix->first_dup = ix->first_of = -1;
     for (int64_t id = 0; id < v->n_tokens; id++) {
         const qk_str *t = &v->tokens[id];
-        uint64_t h = qk_hash64(t->s ? t->s : "", (size_t)t->len);
+        uint64_t h = qk_hash64_table(t->s ? t->s : "", (size_t)t->len);
         uint64_t pos = h & ix->mask;
         for (;;) {
             int32_t other = ix->ids[pos];
@@ -236,7 +238,7 @@ int32_t qk_vocab_find(const qk_vocab *v, const char *text, size_t len)
     if (!v || !v->index || (!text && len))
         return -1;
     const struct qk_vocab_index *ix = v->index;
-    uint64_t h = qk_hash64(text ? text : "", len);
+    uint64_t h = qk_hash64_table(text ? text : "", len);
     for (uint64_t pos = h & ix->mask;; pos = (pos + 1) & ix->mask) {
         int32_t id = ix->ids[pos];
         if (id < 0)

@@ -820,12 +820,40 @@ int qk_vocab_write_tokenizer_json(const qk_vocab *v, const char *path)
         }
     } else {
         for (int64_t k = 0; k < v->n_merges; k++) {
-            if (!qk_utf8_valid(v->merges[k].s, (size_t)v->merges[k].len) ||
-                memchr(v->merges[k].s, 0, (size_t)v->merges[k].len)) {
+            const char *ms = v->merges[k].s;
+            size_t len = (size_t)v->merges[k].len;
+            if (!qk_utf8_valid(ms, len) || memchr(ms, 0, len)) {
                 rc = qk_error(QK_EUNSUPPORTED, "%s: merge %" PRId64 " is not NUL-free UTF-8", path, k);
                 goto done;
             }
-            cJSON *m = cJSON_CreateString(v->merges[k].s);
+            /* Only what a tokenizer.json reader takes (this one, Hugging
+             * Face's): "left right" with one space, both sides and their
+             * concatenation in the vocabulary. GGUF merges are not checked
+             * when read (llama.cpp ignores ones that never match). */
+            const char *sp = memchr(ms, ' ', len);
+            size_t ll = sp ? (size_t)(sp - ms) : 0, rl = sp ? len - ll - 1 : 0;
+            int ok = sp && ll > 0 && rl > 0 && !memchr(sp + 1, ' ', rl) && qk_vocab_find(v, ms, ll) >= 0 &&
+                     qk_vocab_find(v, sp + 1, rl) >= 0;
+            if (ok && ll + rl > bufcap) {
+                char *nb = realloc(buf, (ll + rl) * 2);
+                if (!nb)
+                    goto fail;
+                buf = nb;
+                bufcap = (ll + rl) * 2;
+            }
+            if (ok) {
+                memcpy(buf, ms, ll);
+                memcpy(buf + ll, sp + 1, rl);
+                ok = qk_vocab_find(v, buf, ll + rl) >= 0;
+            }
+            if (!ok) {
+                rc = qk_error(QK_EUNSUPPORTED,
+                              "%s: merge %" PRId64 " '%.64s' is not two vocabulary tokens (separated by one space) "
+                              "whose concatenation is a token; tokenizer.json cannot hold it",
+                              path, k, ms);
+                goto done;
+            }
+            cJSON *m = cJSON_CreateString(ms);
             if (!m || !cJSON_AddItemToArray(merges, m))
                 goto fail;
         }

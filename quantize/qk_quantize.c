@@ -317,6 +317,13 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
         so->n = (size_t)n * row_bytes; /* pending: written by the next job or stream_write */
         so->cur = !so->cur;
         qk_progress_add(prog, (uint64_t)n * (uint64_t)ne0);
+        /* rows read in order: release them now, so about one chunk of the
+         * input is resident (permuted q/k rows wait for the tensor's end) */
+        if (t->map && !t->gptq && t->perm_heads <= 0 && r0 < t->src_rows) {
+            int64_t e = r0 + n < t->src_rows ? r0 + n : t->src_rows;
+            qk_mmap_release(t->map, (uint64_t)(t->data - t->map->data) + (uint64_t)r0 * t->src_row_bytes,
+                            (uint64_t)(e - r0) * t->src_row_bytes);
+        }
     }
     qk_model_release(t);
     so->end_tensor = !rc;

@@ -487,6 +487,39 @@ START_TEST(test_limits_llama2c_dims_overflow)
 }
 END_TEST
 
+START_TEST(test_limits_vocab_hash_flooding)
+{
+    /* 2^16 tokens whose unseeded XXH3 falls in 1024 of the index's 2^17
+     * slots: with a fixed hash every insertion walked one probe chain
+     * (6.5 s for this 1 MB file, hours at 2^20 tokens); the vocabulary,
+     * GGUF-writer and tokenizer tables now hash with a per-process seed */
+    ck_assert(qk_hash64_table("token", 5) != qk_hash64("token", 5));
+    const uint64_t n = 1u << 16, mask = (2u << 16) - 1;
+    buf b = {0};
+    gguf_header(&b, 0, 2);
+    b_str(&b, "tokenizer.ggml.model");
+    b_u32(&b, QK_GGUF_STRING);
+    b_str(&b, "llama");
+    b_str(&b, "tokenizer.ggml.tokens");
+    b_u32(&b, QK_GGUF_ARRAY);
+    b_u32(&b, QK_GGUF_STRING);
+    b_u64(&b, n);
+    char t[32];
+    for (uint64_t found = 0, c = 0; found < n; c++) {
+        int len = snprintf(t, sizeof t, "t%llx", (unsigned long long)c);
+        if ((qk_hash64(t, (size_t)len) & mask) < 1024) {
+            b_str(&b, t);
+            found++;
+        }
+    }
+    const char *p = qk_test_tmp("flood.gguf");
+    b_save(&b, p);
+    char args[2048];
+    snprintf(args, sizeof args, "%s --vocab %s -o %s", tiny_llama2c(), p, qk_test_tmp("out.gguf"));
+    expect_refused("qk-convert", args, "tokenizer has 65536 tokens but the model's vocabulary is 16");
+}
+END_TEST
+
 /* ---------------------------------------------------------- tokenizer files */
 
 START_TEST(test_limits_tokenizer_json_1e6_deep)
@@ -631,6 +664,7 @@ Suite *qk_test_suite_limits(void)
     tcase_add_test(tc, test_limits_safetensors_50mb_flat_array);
     tcase_add_test(tc, test_limits_safetensors_1m_metadata_keys);
     tcase_add_test(tc, test_limits_llama2c_dims_overflow);
+    tcase_add_test(tc, test_limits_vocab_hash_flooding);
     tcase_add_test(tc, test_limits_tokenizer_json_1e6_deep);
     tcase_add_test(tc, test_limits_tokenizer_json_9m_values);
     tcase_add_test(tc, test_limits_spm_piece_2e40);

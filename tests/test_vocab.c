@@ -1205,6 +1205,19 @@ START_TEST(test_vocab_hfjson_writer_rejects)
     ck_assert_ptr_nonnull(strstr(qk_errmsg(), "token 3 is not NUL-free"));
     qk_vocab_free(v);
     free(b.p);
+    /* a BPE merge a tokenizer.json reader would refuse (GGUF merges are not
+     * checked on reading; found by fuzzing: tests/fuzz/cases/gguf/bpe-merge-not-a-pair.gguf) */
+    static const char *const bad_merges[] = {"nope", "a b c", " ab", "zz qq"};
+    for (size_t k = 0; k < sizeof bad_merges / sizeof *bad_merges; k++) {
+        ck_assert_msg(qk_vocab_from_tokenizer_json(&v, write_text("wm", "tokenizer.json", BPE_JSON)) == 0, "%s",
+                      qk_errmsg());
+        int64_t cap = v->n_merges;
+        ck_assert_int_eq(qk_vocab_push_merge(v, &cap, bad_merges[k], strlen(bad_merges[k])), 0);
+        ck_assert_int_eq(qk_vocab_write_tokenizer_json(v, out), QK_EUNSUPPORTED);
+        ck_assert_msg(strstr(qk_errmsg(), "tokenizer.json cannot hold it") != NULL, "%s", qk_errmsg());
+        ck_assert(!qk_file_exists(out));
+        qk_vocab_free(v);
+    }
 }
 END_TEST
 

@@ -150,6 +150,11 @@ int qk_cpu_count(void);
 
 /* XXH3-64 of a buffer, and a streaming form. */
 uint64_t qk_hash64(const void *data, size_t n);
+/* For hash tables keyed by bytes from files (token texts, metadata keys,
+ * names): XXH3-64 with a seed drawn at random once per process, so a hostile
+ * file cannot be built whose keys pile into one probe chain (hash flooding:
+ * quadratic time). Differs between processes: never store or compare it. */
+uint64_t qk_hash64_table(const void *data, size_t n);
 typedef struct qk_hasher qk_hasher;
 int qk_hasher_new(qk_hasher **out);
 void qk_hasher_update(qk_hasher *h, const void *data, size_t n);

@@ -202,6 +202,32 @@ static void vocab_gguf_roundtrip(const qk_vocab *v)
     qk_gguf_close(g);
 }
 
+/* The tokenizer.json writer never makes a file the reader refuses, and the
+ * token texts survive (types, scores and ids are the lossy part: see
+ * vocab_hfjson.c; fuzz_vocab_json checks them for JSON-born vocabularies). */
+static void vocab_json_write_read(const qk_vocab *v)
+{
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/tj", fz_dir());
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    int rc = qk_vocab_write_tokenizer_json(v, path);
+    if (rc) {
+        FZ_CHECK(rc == QK_EUNSUPPORTED || (rc == QK_EFORMAT && qk_vocab_duplicates(v, NULL, NULL) > 0),
+                 "write_tokenizer_json refused: %d", rc);
+        return;
+    }
+    qk_vocab *b = NULL;
+    FZ_OK(qk_vocab_from_tokenizer_json(&b, path));
+    FZ_CHECK(b->n_tokens == v->n_tokens, "tokenizer.json round trip: %lld -> %lld tokens", (long long)v->n_tokens,
+             (long long)b->n_tokens);
+    for (int64_t i = 0; i < v->n_tokens; i++)
+        FZ_CHECK(str_eq(&v->tokens[i], &b->tokens[i]), "tokenizer.json round trip: token %lld text", (long long)i);
+    qk_vocab_free(b);
+    remove(path);
+    rmdir(dir);
+}
+
 static void tokenizer_exercise(const qk_vocab *v, const uint8_t *text, size_t text_len)
 {
     qk_tokenizer *t = NULL;
@@ -251,6 +277,7 @@ void fz_vocab_check(const qk_vocab *v, const uint8_t *text, size_t text_len)
     for (int k = 0; k < 4; k++)
         FZ_CHECK(ids[k] >= -1 && ids[k] < v->n_tokens, "special id %d", ids[k]);
     vocab_gguf_roundtrip(v);
+    vocab_json_write_read(v);
     tokenizer_exercise(v, text, text_len);
 }
 

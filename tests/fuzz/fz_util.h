@@ -67,6 +67,8 @@ int fz_kv_equal(const qk_gguf_kv *a, const qk_gguf_kv *b);
 /* Everything that can be said about a vocabulary a reader accepted:
  * lookups agree with the token table, it round-trips through GGUF
  * (qk_vocab_to_gguf -> qk_gguf_open -> qk_vocab_from_gguf gives the same
- * structure) unless the writer refuses it for a documented reason, and the
- * tokenizer runtime builds on it and encodes/decodes text without error. */
+ * structure) unless the writer refuses it for a documented reason, the
+ * tokenizer.json writer makes a file the reader takes back with the same
+ * token texts, and the tokenizer runtime builds on it and encodes/decodes
+ * text without error. */
 void fz_vocab_check(const qk_vocab *v, const uint8_t *text, size_t text_len);
