@@ -13,10 +13,12 @@
 # Each run is
 #   qk-eval MODEL --text wiki.test.raw --ctx 512 --chunks 8 -t T [-b B]
 # under /usr/bin/time -v; "tok/s" is qk-eval's own figure (tokens through
-# the forward pass / seconds in it), "CPU s" is user + sys of the whole run.
+# the forward pass and scoring / wall seconds in them), "tok/CPU s" the same
+# tokens per CPU second (all threads) over the same span, "CPU s" user + sys
+# of the whole run (model loading, tokenizing and checksums included).
 # "load" is the 1-minute load average before the run: other work on the
 # machine competes for the CPUs, and then wall-clock figures (tok/s
-# included) drop while CPU seconds stay.
+# included) drop while CPU seconds (and tok/CPU s) stay.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -154,8 +156,8 @@ for m in ${MODELS//,/ }; do
     echo "model $m: $p ($(stat -c %s "$p") bytes)"
 done
 echo
-printf '| model | threads | batch | run | tok/s | PPL | wall s | CPU s | peak RSS (MB) | load |\n'
-printf '|:------|--------:|------:|----:|------:|----:|-------:|------:|--------------:|-----:|\n'
+printf '| model | threads | batch | run | tok/s | tok/CPU s | PPL | wall s | CPU s | peak RSS (MB) | load |\n'
+printf '|:------|--------:|------:|----:|------:|----------:|----:|-------:|------:|--------------:|-----:|\n'
 : >"$WORK/results"
 for m in ${MODELS//,/ }; do
     p=$(model_path "$m")
@@ -171,22 +173,24 @@ for m in ${MODELS//,/ }; do
                 fi
                 t1=$(now)
                 tps=$(awk '/^speed:/ { print $2 }' "$WORK/run.out")
+                tpc=$(awk '/^speed:/ { print $4 }' "$WORK/run.out")
+                [ -n "$tpc" ] || tpc=0 # qk-eval before it reported CPU time
                 ppl=$(awk '/^PPL =/ { print $3 }' "$WORK/run.out")
                 wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
                 cpu=$(awk -v u="$(field 'User time (seconds)' "$WORK/run.time")" \
                           -v s="$(field 'System time (seconds)' "$WORK/run.time")" 'BEGIN { printf "%.2f", u + s }')
                 rss=$(( $(field 'Maximum resident set size (kbytes)' "$WORK/run.time") / 1024 ))
-                printf '| %s | %d | %d | %d | %s | %s | %s | %s | %d | %s |\n' "$m" "$t" "$b" "$run" "$tps" "$ppl" "$wall" \
-                    "$cpu" "$rss" "$load"
-                echo "$m $t $b $tps $cpu $rss" >>"$WORK/results"
+                printf '| %s | %d | %d | %d | %s | %s | %s | %s | %s | %d | %s |\n' "$m" "$t" "$b" "$run" "$tps" "$tpc" "$ppl" \
+                    "$wall" "$cpu" "$rss" "$load"
+                echo "$m $t $b $tps $cpu $rss $tpc $load" >>"$WORK/results"
             done
         done
     done
 done
 
 echo
-echo "| model | threads | batch | median tok/s | median CPU s | peak RSS (MB) | vs 1 thread | llama.cpp tok/s (2 threads) | quantkit / llama.cpp |"
-echo "|:------|--------:|------:|-------------:|-------------:|--------------:|------------:|----------------------------:|---------------------:|"
+echo "| model | threads | batch | median tok/s | median tok/CPU s | median CPU s | peak RSS (MB) | median load | vs 1 thread | llama.cpp tok/s (2 threads) | quantkit / llama.cpp |"
+echo "|:------|--------:|------:|-------------:|-----------------:|-------------:|--------------:|------------:|------------:|----------------------------:|---------------------:|"
 for m in ${MODELS//,/ }; do
     for b in ${BATCH//,/ }; do
         awk -v m="$m" -v b="$b" -v a="$(anchor "$m")" 'BEGIN { no = 0 }
@@ -198,19 +202,19 @@ for m in ${MODELS//,/ }; do
                 t = $2
                 if (!(t in cnt)) { order[no++] = t; cnt[t] = 0 }
                 c = cnt[t]++
-                tps[t, c] = $4; cpu[t, c] = $5; rss[t, c] = $6
+                tps[t, c] = $4; cpu[t, c] = $5; rss[t, c] = $6; tpc[t, c] = $7; ld[t, c] = $8
             }
             END {
                 for (i = 0; i < no; i++) {
                     t = order[i]; n = cnt[t]
-                    for (k = 0; k < n; k++) { v1[k] = tps[t, k]; v2[k] = cpu[t, k]; v3[k] = rss[t, k] }
-                    mt[t] = med(v1, n); mc[t] = med(v2, n); mr[t] = med(v3, n)
+                    for (k = 0; k < n; k++) { v1[k] = tps[t, k]; v2[k] = cpu[t, k]; v3[k] = rss[t, k]; v4[k] = tpc[t, k]; v5[k] = ld[t, k] }
+                    mt[t] = med(v1, n); mc[t] = med(v2, n); mr[t] = med(v3, n); mp[t] = med(v4, n); ml[t] = med(v5, n)
                 }
                 for (i = 0; i < no; i++) {
                     t = order[i]
                     sc = ((1 in mt) && mt[1] > 0) ? sprintf("%.2fx", mt[t] / mt[1]) : "-"
                     ra = (a != "" && t == 2) ? sprintf("%.2f", mt[t] / a) : "-"
-                    printf "| %s | %d | %d | %.1f | %.2f | %d | %s | %s | %s |\n", m, t, b, mt[t], mc[t], mr[t], sc,
+                    printf "| %s | %d | %d | %.1f | %.1f | %.2f | %d | %.2f | %s | %s | %s |\n", m, t, b, mt[t], mp[t], mc[t], mr[t], ml[t], sc,
                         (a != "" && t == 2) ? a : "-", ra
                 }
             }' "$WORK/results"

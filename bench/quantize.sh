@@ -33,7 +33,7 @@ RUNS=3
 SEED=0
 MODES=warm
 INPUTS=hf,f16
-THREADS=
+THREADS=$(nproc)
 BUILD=1
 KEEP_OUTPUT=0
 CLEAN=0
@@ -71,7 +71,9 @@ Options:
   --no-f16          the same as --inputs hf
   --modes LIST      warm (default) | cold | cold,warm (cold needs a writable
                     /proc/sys/vm/drop_caches)
-  -t, --threads N   qk-quantize -t N (default: its own, all CPUs)
+  -t, --threads LIST  qk-quantize -t N for each N, comma-separated (default: the
+                    number of CPUs); with several, the summary adds the speed-up
+                    of the largest N over the smallest (e.g. --threads 1,2)
   --dir DIR         where the checkpoint and outputs go (default \$QK_BENCH_DIR
                     or bench/out)
   --quantize PATH   the qk-quantize binary to time (default \$QK_QUANTIZE or
@@ -118,7 +120,9 @@ f32) IN_ES=4 ;;
 *) echo "quantize.sh: --dtype '$DTYPE': expected bf16, f16 or f32" >&2; exit 2 ;;
 esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "quantize.sh: --runs '$RUNS': expected a positive integer" >&2; exit 2 ;; esac
-case "$THREADS" in ''|[1-9]|[1-9][0-9]|[1-9][0-9][0-9]) ;; *) echo "quantize.sh: --threads '$THREADS': expected a positive integer" >&2; exit 2 ;; esac
+for th in ${THREADS//,/ }; do
+    case "$th" in [1-9]|[1-9][0-9]|[1-9][0-9][0-9]) ;; *) echo "quantize.sh: --threads: '$th' is not a positive integer" >&2; exit 2 ;; esac
+done
 for i in ${INPUTS//,/ }; do
     case "$i" in hf|f16) ;; *) echo "quantize.sh: --inputs: '$i' is not hf or f16" >&2; exit 2 ;; esac
 done
@@ -202,7 +206,7 @@ echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:  $(nproc) CPUs ($CPU), $MEM RAM, kernel $(uname -r)"
 echo "disk:     $DIR on $(df --output=source,fstype "$DIR" | tail -n 1 | tr -s ' '), $(gb "$AVAIL") free"
 echo "quantkit: $("$QUANTIZE" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common formats convert quantize include 2>/dev/null || echo '+changes')), $QUANTIZE"
-echo "threads:  ${THREADS:-default (all CPUs)}"
+echo "threads:  ${THREADS//,/, }"
 echo
 
 # ------------------------------------------------------------- inputs
@@ -239,8 +243,8 @@ esac
 echo
 
 # ------------------------------------------------------------------ runs
-printf '| input | type | run | cache | seconds | input GB/s | peak RSS (MB) | user s | sys s | CPU %% | output bytes | load |\n'
-printf '|:------|:-----|----:|:------|--------:|-----------:|--------------:|-------:|------:|------:|-------------:|-----:|\n'
+printf '| input | type | threads | run | cache | seconds | input GB/s | peak RSS (MB) | user s | sys s | CPU %% | output bytes | load |\n'
+printf '|:------|:-----|--------:|----:|:------|--------:|-----------:|--------------:|-------:|------:|------:|-------------:|-----:|\n'
 : >"$WORK/results"
 for input in ${INPUTS//,/ }; do
     if [ "$input" = hf ]; then IN=$CKPT; IN_FILES=("$CKPT"/*.safetensors); IB=$HF_BYTES
@@ -248,13 +252,14 @@ for input in ${INPUTS//,/ }; do
     for ty in ${TYPES//,/ }; do
         OUT=$DIR/$PRESET-$input-$ty.gguf
         for mode in ${MODES//,/ }; do
+          for th in ${THREADS//,/ }; do
             for run in $(seq "$RUNS"); do
                 rm -f "$OUT"
                 sync
                 if [ "$mode" = cold ]; then echo 3 > /proc/sys/vm/drop_caches; else cat "${IN_FILES[@]}" > /dev/null; fi
                 load=$(cut -d ' ' -f 1 /proc/loadavg)
                 t0=$(now)
-                if ! /usr/bin/time -v -o "$WORK/run.time" "$QUANTIZE" "$IN" "$OUT" "$ty" -q ${THREADS:+-t "$THREADS"} \
+                if ! /usr/bin/time -v -o "$WORK/run.time" "$QUANTIZE" "$IN" "$OUT" "$ty" -q -t "$th" \
                     2>"$WORK/run.err"; then
                     cat "$WORK/run.err" >&2
                     die "qk-quantize $ty failed ($input, run $run)"
@@ -267,10 +272,11 @@ for input in ${INPUTS//,/ }; do
                 ob=$(stat -c %s "$OUT")
                 rate=$(awk -v b="$IB" -v s="$s" 'BEGIN { printf "%.2f", b / 1e9 / s }')
                 cpu=$(awk -v u="$user" -v y="$sys" -v s="$s" 'BEGIN { printf "%.0f", 100 * (u + y) / s }')
-                printf '| %s | %s | %d | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n' "$input" "$ty" "$run" "$mode" \
+                printf '| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n' "$input" "$ty" "$th" "$run" "$mode" \
                     "$s" "$rate" "$rss" "$user" "$sys" "$cpu" "$ob" "$load"
-                echo "$input $ty $mode $s $rate $rss $user $sys $ob" >>"$WORK/results"
+                echo "$input $ty $mode $s $rate $rss $user $sys $ob $th" >>"$WORK/results"
             done
+          done
         done
         # qk-inspect --verify on this type's last output (once, the first input)
         if [ "$input" = "${INPUTS%%,*}" ]; then
@@ -283,17 +289,19 @@ done
 
 # ---------------------------------------------------------------- summary
 echo
-echo "| input | type | mode | runs | median s | input GB/s | peak RSS (MB) | user+sys s | output bytes | llama.cpp s | llama.cpp / quantkit |"
-echo "|:------|:-----|:-----|-----:|---------:|-----------:|--------------:|-----------:|-------------:|------------:|---------------------:|"
+echo "| input | type | mode | threads | runs | median s | input GB/s | peak RSS (MB) | user+sys s | output bytes | llama.cpp s | llama.cpp / quantkit |"
+echo "|:------|:-----|:-----|--------:|-----:|---------:|-----------:|--------------:|-----------:|-------------:|------------:|---------------------:|"
+: >"$WORK/medians"
 for input in ${INPUTS//,/ }; do
     for ty in ${TYPES//,/ }; do
         for mode in ${MODES//,/ }; do
-            awk -v i="$input" -v t="$ty" -v m="$mode" -v a="$(anchor "$ty")" 'BEGIN { n = 0 }
+          for th in ${THREADS//,/ }; do
+            awk -v i="$input" -v t="$ty" -v m="$mode" -v th="$th" -v a="$(anchor "$ty")" -v med_out="$WORK/medians" 'BEGIN { n = 0 }
                 function med(v, n,   x, y, z) {
                     for (x = 0; x < n; x++) for (y = x + 1; y < n; y++) if (v[y] < v[x]) { z = v[x]; v[x] = v[y]; v[y] = z }
                     return n % 2 ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
                 }
-                $1 == i && $2 == t && $3 == m { s[n] = $4; r[n] = $5; k[n] = $6; c[n] = $7 + $8; o = $9; n++ }
+                $1 == i && $2 == t && $3 == m && $10 == th { s[n] = $4; r[n] = $5; k[n] = $6; c[n] = $7 + $8; o = $9; n++ }
                 END {
                     if (!n) exit
                     ms = med(s, n)
@@ -302,13 +310,24 @@ for input in ${INPUTS//,/ }; do
                         split(a, b, "-")
                         ratio = (b[2] != "") ? sprintf("%.1f-%.1fx", b[1] / ms, b[2] / ms) : sprintf("%.1fx", b[1] / ms)
                     }
-                    printf "| %s | %s | %s | %d | %.2f | %.2f | %d | %.1f | %s | %s | %s |\n", i, t, m, n, ms, med(r, n),
+                    printf "| %s | %s | %s | %d | %d | %.2f | %.2f | %d | %.1f | %s | %s | %s |\n", i, t, m, th, n, ms, med(r, n),
                         med(k, n), med(c, n), o, a == "" ? "-" : a, ratio
+                    printf "%s %s %s %d %.4f\n", i, t, m, th, ms >>med_out
                 }' "$WORK/results"
+          done
         done
     done
 done
 echo
+NT=$(echo "${THREADS//,/ }" | wc -w)
+if [ "$NT" -gt 1 ]; then
+    echo "Thread scaling (median seconds at the fewest threads / at the most):"
+    awk 'BEGIN { lo = 1e9; hi = 0 }
+        { k = $1 " " $2 " " $3; t[k, $4] = $5; keys[k] = 1; if ($4 < lo) lo = $4; if ($4 > hi) hi = $4 }
+        END { for (k in keys) if ((k, lo) in t && (k, hi) in t)
+                  printf "  %s: %d -> %d threads: %.2fx\n", k, lo, hi, t[k, lo] / t[k, hi] }' "$WORK/medians" | sort
+    echo
+fi
 echo "llama.cpp: llama-quantize on the same shapes from F16 GGUF, 2 threads (the performance issue's figures);"
 echo "a ratio above 1 means quantkit is faster. The 'hf' rows read the BF16 safetensors directly."
 echo

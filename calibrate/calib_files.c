@@ -246,71 +246,159 @@ static void put_hessian(writer *w, const double *h, int64_t n, const char *name)
     put_u64(w, zbytes);
 }
 
+/* A .qkc written entry by entry (qk_calib_writer_*; qk_calib_save_qkc is
+ * open, every entry, commit). */
+struct qk_calib_writer {
+    writer w;
+    char *path;
+    int64_t n, next; /* entries announced, written */
+};
+
+static int check_entry(const qk_calib_entry *e, int64_t i, const char *path)
+{
+    size_t len = strlen(e->name);
+    if (len < 1 || len > QK_CALIB_MAX_NAME)
+        return qk_error(QK_ELIMIT, "%s: entry %lld: name of %zu bytes (need 1 to %d)", path, (long long)i, len,
+                        QK_CALIB_MAX_NAME);
+    if (e->n_in < 1 || e->n_in > QK_CALIB_MAX_N_IN || e->n_tokens < 1 || e->n_calls < 0)
+        return qk_error(QK_EINVAL, "%s: entry '%s': %lld columns, %lld tokens, %lld calls cannot be stored", path,
+                        e->name, (long long)e->n_in, (long long)e->n_tokens, (long long)e->n_calls);
+    if (e->hessian_of == i && e->xtx && e->n_in > QK_CALIB_MAX_HESSIAN_N)
+        return qk_error(QK_ELIMIT, "%s: entry '%s': Hessian of %lld columns beyond the limit %d", path, e->name,
+                        (long long)e->n_in, QK_CALIB_MAX_HESSIAN_N);
+    return 0;
+}
+
+void qk_calib_writer_abort(qk_calib_writer *cw)
+{
+    if (!cw)
+        return;
+    qk_afile_abort(cw->w.f);
+    qk_hasher_free(cw->w.h);
+    free(cw->path);
+    free(cw);
+}
+
+int qk_calib_writer_open(qk_calib_writer **out, const char *path, const qk_calib *hdr, int64_t n_entries)
+{
+    *out = NULL;
+    if (n_entries < 1 || n_entries > QK_CALIB_MAX_ENTRIES)
+        return qk_error(QK_EINVAL, "%s: %lld calibration entries (need 1 to %d)", path, (long long)n_entries,
+                        QK_CALIB_MAX_ENTRIES);
+    if (hdr->dataset && strlen(hdr->dataset) > QK_CALIB_MAX_DATASET)
+        return qk_error(QK_ELIMIT, "%s: dataset name longer than %d bytes", path, QK_CALIB_MAX_DATASET);
+    qk_calib_writer *cw = calloc(1, sizeof *cw);
+    if (!cw || !(cw->path = strdup(path))) {
+        free(cw);
+        return qk_error(QK_ENOMEM, "out of memory");
+    }
+    cw->n = n_entries;
+    int rc = qk_hasher_new(&cw->w.h);
+    if (!rc)
+        rc = qk_afile_open(&cw->w.f, path);
+    if (rc) {
+        qk_calib_writer_abort(cw);
+        return rc;
+    }
+    writer *w = &cw->w;
+    size_t dl = hdr->dataset ? strlen(hdr->dataset) : 0;
+    put(w, QKC_MAGIC, 8);
+    put_u32(w, QKC_VERSION);
+    put_u32(w, 0);
+    put_u64(w, hdr->model_hash);
+    put_u64(w, hdr->text_hash);
+    put_u64(w, (uint64_t)hdr->n_ctx);
+    put_u64(w, (uint64_t)hdr->n_chunks);
+    put_u64(w, (uint64_t)n_entries);
+    put_u32(w, (uint32_t)dl);
+    put(w, hdr->dataset, dl);
+    if (w->rc) {
+        rc = w->rc;
+        qk_calib_writer_abort(cw);
+        return rc;
+    }
+    *out = cw;
+    return 0;
+}
+
+int qk_calib_writer_put(qk_calib_writer *cw, const qk_calib *c, int64_t i)
+{
+    writer *w = &cw->w;
+    if (w->rc)
+        return w->rc;
+    if (i != cw->next || i >= cw->n || i >= c->n)
+        return qk_error(QK_EINVAL, "%s: entry %lld written out of order (next is %lld of %lld)", cw->path,
+                        (long long)i, (long long)cw->next, (long long)cw->n);
+    const qk_calib_entry *e = &c->e[i];
+    int rc = check_entry(e, i, cw->path);
+    if (rc)
+        return rc;
+    const int own = e->hessian_of == i && e->xtx;
+    int64_t hof = -1;
+    if (own)
+        hof = i;
+    else if (e->hessian_of >= 0 && e->hessian_of < c->n && qk_calib_hessian(c, e))
+        hof = e->hessian_of;
+    size_t len = strlen(e->name);
+    put_u32(w, (uint32_t)len);
+    put(w, e->name, len);
+    put_u32(w, (e->sum_x ? QKC_E_SUM_X : 0) | (e->absmax ? QKC_E_ABSMAX : 0) | (own ? QKC_E_HESSIAN : 0));
+    put_u64(w, (uint64_t)e->n_in);
+    put_u64(w, (uint64_t)e->n_tokens);
+    put_u64(w, (uint64_t)e->n_calls);
+    put_u64(w, (uint64_t)hof);
+    put_f64s(w, e->sum_x2, e->n_in);
+    if (e->sum_x)
+        put_f64s(w, e->sum_x, e->n_in);
+    if (e->absmax)
+        put_f64s(w, e->absmax, e->n_in);
+    if (own)
+        put_hessian(w, e->xtx, e->n_in, e->name);
+    cw->next++;
+    return w->rc;
+}
+
+int qk_calib_writer_commit(qk_calib_writer *cw)
+{
+    writer *w = &cw->w;
+    int rc = w->rc;
+    if (!rc && cw->next != cw->n)
+        rc = qk_error(QK_EINVAL, "%s: %lld of %lld entries written", cw->path, (long long)cw->next, (long long)cw->n);
+    if (!rc) {
+        uint64_t digest = qk_hasher_digest(w->h);
+        qk_hasher_free(w->h);
+        w->h = NULL;
+        put_u64(w, digest);
+        rc = w->rc;
+    }
+    if (rc) {
+        qk_calib_writer_abort(cw);
+        return rc;
+    }
+    rc = qk_afile_commit(w->f);
+    w->f = NULL;
+    qk_calib_writer_abort(cw); /* frees the rest */
+    return rc;
+}
+
 int qk_calib_save_qkc(const qk_calib *c, const char *path)
 {
     int rc = check_common(c, path);
     if (rc)
         return rc;
-    for (int64_t i = 0; i < c->n; i++) {
-        const qk_calib_entry *e = &c->e[i];
-        if (e->hessian_of == i && e->xtx && e->n_in > QK_CALIB_MAX_HESSIAN_N)
-            return qk_error(QK_ELIMIT, "%s: entry '%s': Hessian of %lld columns beyond the limit %d", path, e->name,
-                            (long long)e->n_in, QK_CALIB_MAX_HESSIAN_N);
-    }
-    writer w = {0};
-    if ((rc = qk_hasher_new(&w.h)))
+    for (int64_t i = 0; i < c->n; i++)
+        if ((rc = check_entry(&c->e[i], i, path)))
+            return rc;
+    qk_calib_writer *cw = NULL;
+    if ((rc = qk_calib_writer_open(&cw, path, c, c->n)))
         return rc;
-    if ((rc = qk_afile_open(&w.f, path))) {
-        qk_hasher_free(w.h);
+    for (int64_t i = 0; i < c->n && !rc; i++)
+        rc = qk_calib_writer_put(cw, c, i);
+    if (rc) {
+        qk_calib_writer_abort(cw);
         return rc;
     }
-    size_t dl = c->dataset ? strlen(c->dataset) : 0;
-    put(&w, QKC_MAGIC, 8);
-    put_u32(&w, QKC_VERSION);
-    put_u32(&w, 0);
-    put_u64(&w, c->model_hash);
-    put_u64(&w, c->text_hash);
-    put_u64(&w, (uint64_t)c->n_ctx);
-    put_u64(&w, (uint64_t)c->n_chunks);
-    put_u64(&w, (uint64_t)c->n);
-    put_u32(&w, (uint32_t)dl);
-    put(&w, c->dataset, dl);
-    for (int64_t i = 0; i < c->n && !w.rc; i++) {
-        const qk_calib_entry *e = &c->e[i];
-        const int own = e->hessian_of == i && e->xtx;
-        int64_t hof = -1;
-        if (own)
-            hof = i;
-        else if (e->hessian_of >= 0 && e->hessian_of < c->n && qk_calib_hessian(c, e))
-            hof = e->hessian_of;
-        size_t len = strlen(e->name);
-        put_u32(&w, (uint32_t)len);
-        put(&w, e->name, len);
-        put_u32(&w, (e->sum_x ? QKC_E_SUM_X : 0) | (e->absmax ? QKC_E_ABSMAX : 0) | (own ? QKC_E_HESSIAN : 0));
-        put_u64(&w, (uint64_t)e->n_in);
-        put_u64(&w, (uint64_t)e->n_tokens);
-        put_u64(&w, (uint64_t)e->n_calls);
-        put_u64(&w, (uint64_t)hof);
-        put_f64s(&w, e->sum_x2, e->n_in);
-        if (e->sum_x)
-            put_f64s(&w, e->sum_x, e->n_in);
-        if (e->absmax)
-            put_f64s(&w, e->absmax, e->n_in);
-        if (own)
-            put_hessian(&w, e->xtx, e->n_in, e->name);
-    }
-    if (!w.rc) {
-        uint64_t digest = qk_hasher_digest(w.h);
-        qk_hasher_free(w.h);
-        w.h = NULL;
-        put_u64(&w, digest);
-    }
-    qk_hasher_free(w.h);
-    if (w.rc) {
-        qk_afile_abort(w.f);
-        return w.rc;
-    }
-    return qk_afile_commit(w.f);
+    return qk_calib_writer_commit(cw);
 }
 
 /* ================================================================ reading */
@@ -501,9 +589,10 @@ static int parse_dat(cursor *c, qk_calib *s)
     return check_unique(s, c->path);
 }
 
-/* Inflate the upper triangle of an n x n Hessian from c into h (mirrored):
- * blocks of HBLOCK values as 8 byte planes; the stream must end exactly
- * after the last value; then check the stored stream length. */
+/* Inflate the upper triangle of an n x n Hessian from c into h (mirrored;
+ * h NULL: validate only): blocks of HBLOCK values as 8 byte planes; the
+ * stream must end exactly after the last value; then check the stored
+ * stream length. */
 static int get_hessian(cursor *c, double *h, int64_t n, const char *name)
 {
     const uint64_t total = (uint64_t)n * (uint64_t)(n + 1) / 2;
@@ -557,8 +646,10 @@ static int get_hessian(cursor *c, double *h, int64_t n, const char *name)
                     if (!isfinite(v) || (r == col && v < 0))
                         rc = qk_error(isfinite(v) ? QK_EFORMAT : QK_ENONFINITE, "%s: entry '%s': Hessian [%lld, %lld] "
                                       "is %g", c->path, name, (long long)r, (long long)col, v);
-                    h[r * n + col] = v;
-                    h[col * n + r] = v;
+                    if (h) {
+                        h[r * n + col] = v;
+                        h[col * n + r] = v;
+                    }
                     if (++col == n)
                         col = ++r;
                 }
@@ -588,8 +679,29 @@ static int get_hessian(cursor *c, double *h, int64_t n, const char *name)
     return 0;
 }
 
-static int parse_qkc(cursor *c, qk_calib *s)
+/* XXH3-64 of p[0, n), releasing the pages read (a lazily opened file may be
+ * far larger than memory). */
+static int hash_released(const qk_mmap *m, uint64_t n, uint64_t *out)
 {
+    qk_hasher *h = NULL;
+    int rc = qk_hasher_new(&h);
+    if (rc)
+        return rc;
+    for (uint64_t off = 0; off < n; off += (64u << 20)) {
+        uint64_t k = n - off < (64u << 20) ? n - off : (64u << 20);
+        qk_hasher_update(h, m->data + off, (size_t)k);
+        qk_mmap_release(m, off, k);
+    }
+    *out = qk_hasher_digest(h);
+    qk_hasher_free(h);
+    return 0;
+}
+
+/* m: the mapping, given when the Hessians are to stay in the file (lazy):
+ * they are validated, their offsets kept, their pages released. */
+static int parse_qkc(cursor *c, qk_calib *s, const qk_mmap *m)
+{
+    int rc0;
     if (c->n < QKC_HEADER_BYTES + 8)
         return qk_error(QK_EFORMAT, "%s: truncated: %llu bytes, a .qkc file has at least %d", c->path,
                         (unsigned long long)c->n, QKC_HEADER_BYTES + 8);
@@ -597,7 +709,11 @@ static int parse_qkc(cursor *c, qk_calib *s)
     if (version != QKC_VERSION)
         return qk_error(QK_EUNSUPPORTED, "%s: .qkc version %u (this quantkit reads version %d)", c->path, version,
                         QKC_VERSION);
-    uint64_t stored = qk_rd_u64(c->p + c->n - 8), computed = qk_hash64(c->p, (size_t)(c->n - 8));
+    uint64_t stored = qk_rd_u64(c->p + c->n - 8), computed = 0;
+    if (!m)
+        computed = qk_hash64(c->p, (size_t)(c->n - 8));
+    else if ((rc0 = hash_released(m, c->n - 8, &computed)))
+        return rc0;
     if (stored != computed)
         return qk_error(QK_ECHECKSUM, "%s: checksum mismatch (stored %016llx, computed %016llx): the file is "
                         "truncated or corrupted", c->path, (unsigned long long)stored, (unsigned long long)computed);
@@ -665,6 +781,14 @@ static int parse_qkc(cursor *c, qk_calib *s)
                 return qk_error(QK_EFORMAT, "%s: truncated: the %lld x %lld Hessian of '%s' cannot fit in the %llu "
                                 "bytes left", c->path, (long long)e->n_in, (long long)e->n_in, e->name,
                                 (unsigned long long)(c->n - c->off));
+            const uint64_t at = c->off;
+            if (m) {
+                if ((rc = get_hessian(c, NULL, e->n_in, e->name)))
+                    return rc;
+                e->xtx_at = at;
+                qk_mmap_release(m, at, c->off - at);
+                continue;
+            }
             if (!(e->xtx = malloc((size_t)e->n_in * (size_t)e->n_in * sizeof(double)))) {
                 char b[32];
                 return qk_error(QK_ENOMEM, "out of memory for the Hessian of '%s' (%s)", e->name,
@@ -687,7 +811,7 @@ static int parse_qkc(cursor *c, qk_calib *s)
     return check_unique(s, c->path);
 }
 
-int qk_calib_load(qk_calib **out, const char *path)
+static int load(qk_calib **out, const char *path, int lazy)
 {
     *out = NULL;
     qk_mmap *m = NULL;
@@ -704,11 +828,15 @@ int qk_calib_load(qk_calib **out, const char *path)
                           m->data[7]);
             goto done;
         }
-        rc = parse_qkc(&c, s);
+        rc = parse_qkc(&c, s, lazy ? m : NULL);
     } else {
         rc = parse_dat(&c, s);
     }
 done:
+    if (!rc && lazy) {
+        s->src = m; /* kept for qk_calib_read_hessian */
+        m = NULL;
+    }
     qk_mmap_close(m);
     if (rc) {
         qk_calib_free(s);
@@ -716,4 +844,40 @@ done:
     }
     *out = s;
     return 0;
+}
+
+int qk_calib_load(qk_calib **out, const char *path) { return load(out, path, 0); }
+
+int qk_calib_open(qk_calib **out, const char *path) { return load(out, path, 1); }
+
+int64_t qk_calib_hessian_owner(const qk_calib *c, const qk_calib_entry *e)
+{
+    if (e->hessian_of < 0 || e->hessian_of >= c->n)
+        return -1;
+    const qk_calib_entry *h = &c->e[e->hessian_of];
+    if (h->hessian_of != e->hessian_of || h->n_in != e->n_in || (!h->xtx && !(h->xtx_at && c->src)))
+        return -1;
+    return e->hessian_of;
+}
+
+int qk_calib_read_hessian(const qk_calib *c, int64_t i, double *out)
+{
+    if (i < 0 || i >= c->n || c->e[i].hessian_of != i || (!c->e[i].xtx && !(c->e[i].xtx_at && c->src)))
+        return qk_error(QK_ENOTFOUND, "calibration entry %lld holds no Hessian", (long long)i);
+    const qk_calib_entry *e = &c->e[i];
+    const size_t nn = (size_t)e->n_in * (size_t)e->n_in;
+    if (e->xtx) {
+        memcpy(out, e->xtx, nn * sizeof(double));
+        return 0;
+    }
+    /* validated when the file was opened; read again (the file may have
+     * changed since: every check runs again) */
+    const qk_mmap *m = c->src;
+    cursor cur = {m->data, m->size >= 8 ? m->size - 8 : 0, e->xtx_at, m->path};
+    if (e->xtx_at >= cur.n)
+        return qk_error(QK_EFORMAT, "%s: Hessian of '%s' at byte %llu is past the end", m->path, e->name,
+                        (unsigned long long)e->xtx_at);
+    int rc = get_hessian(&cur, out, e->n_in, e->name);
+    qk_mmap_release(m, e->xtx_at, cur.off - e->xtx_at);
+    return rc;
 }

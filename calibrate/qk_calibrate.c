@@ -25,7 +25,7 @@ typedef struct {
     const char *model, *text, *output, *vocab, *show;
     const char *in_files[MAX_IN_FILES];
     int n_in_files;
-    long long n_ctx, max_chunks, first_chunk, batch;
+    long long n_ctx, max_chunks, first_chunk, batch, layers;
     int threads, format, hessian, sum_x, absmax, process_output, quiet;
 } opts_t;
 
@@ -48,10 +48,16 @@ static void usage(void)
            "  -c, --ctx N                window length (default 512, llama-imatrix's)\n"
            "      --chunks K             use at most K windows (default: all)\n"
            "      --first-chunk N        skip the first N windows (llama-imatrix --chunk)\n"
-           "  -b, --batch B              windows per forward pass (default 1)\n"
+           "  -b, --batch B              windows per forward pass (default 1; with --hessian 4096 tokens' worth)\n"
            "  -t, --threads T            threads (default: all CPUs)\n"
            "      --hessian              also accumulate X^T X per distinct input (q/k/v, attn_output,\n"
-           "                             gate/up, ffn_down; n_in^2 doubles each, per layer; .qkc only)\n"
+           "                             gate/up, ffn_down; n_in^2 doubles each, per layer; .qkc only).\n"
+           "                             Layer-major: every window's hidden states (tokens x n_embd floats)\n"
+           "                             go through one layer at a time, and each layer's Hessians are\n"
+           "                             written as it finishes, so memory is one layer's Hessians (2 GB\n"
+           "                             for a 7B) plus the hidden states (with --in-file: all at once)\n"
+           "      --layers N             with --hessian: only the first N layers (benchmarking; the file\n"
+           "                             holds only their entries)\n"
            "      --sum-x, --absmax      also keep sum x / max |x| per column (.qkc only)\n"
            "      --process-output       also collect output.weight (llama-imatrix --process-output)\n"
            "      --in-file F            merge an existing .dat/.qkc (repeatable; token-weighted)\n"
@@ -127,11 +133,35 @@ static int ends_with(const char *s, const char *suffix)
 
 typedef struct {
     int64_t tokens, windows, text_tokens;
-    double seconds;
+    double seconds, hash_seconds;
     uint64_t stat_bytes;
+    int64_t entries, hessians, entry_tokens, layers, n_layer; /* streamed */
 } run_info;
 
-static int collect(const opts_t *o, const qk_calib *files, qk_calib **out, run_info *ri)
+/* Layer-major streaming: each layer's entries are written as it finishes. */
+typedef struct {
+    qk_calib_writer *w;
+    int64_t n_hess, tokens, written;
+} stream_ctx;
+
+static int stream_layer(void *ctx, const qk_calib *set, int64_t layer, int64_t first, int64_t count)
+{
+    (void)layer;
+    stream_ctx *sc = ctx;
+    for (int64_t i = first; i < first + count; i++) {
+        int rc = qk_calib_writer_put(sc->w, set, i);
+        if (rc)
+            return rc;
+        sc->n_hess += set->e[i].hessian_of == i && set->e[i].xtx;
+        sc->tokens = set->e[i].n_tokens > sc->tokens ? set->e[i].n_tokens : sc->tokens;
+        sc->written++;
+    }
+    return 0;
+}
+
+/* stream: write o->output layer by layer (--hessian to a .qkc without
+ * --in-file); *out stays NULL and ri->entries/hessians/entry_tokens are set. */
+static int collect(const opts_t *o, const qk_calib *files, qk_calib **out, run_info *ri, int stream)
 {
     qk_model *m = NULL;
     qk_tokenizer *tok = NULL;
@@ -179,17 +209,58 @@ static int collect(const opts_t *o, const qk_calib *files, qk_calib **out, run_i
         goto done;
 
     qk_calib_opts co = {.n_ctx = o->n_ctx, .hessian = o->hessian, .sum_x = o->sum_x, .absmax = o->absmax,
-                        .output = o->process_output, .n_threads = o->threads};
+                        .output = o->process_output, .n_threads = o->threads, .hessian_per_layer = stream};
     int want_output = o->process_output && qk_model_find(m, "output.weight") != NULL;
     if (o->process_output && !want_output)
         qk_log(QK_LOG_WARN, "%s: tied embeddings, no output.weight to collect (--process-output ignored)", o->model);
     ri->stat_bytes = qk_calib_collector_bytes(m, &co);
+    if (stream)
+        ri->stat_bytes += (uint64_t)n_chunks * (uint64_t)o->n_ctx * (uint64_t)qk_model_cfg(m)->n_embd * sizeof(float);
     char b[32];
-    qk_log(QK_LOG_INFO, "statistics: %s%s", qk_fmt_bytes(ri->stat_bytes, b), o->hessian ? " (with Hessians)" : "");
-    int64_t B = o->batch < n_chunks ? o->batch : n_chunks;
+    qk_log(QK_LOG_INFO, "statistics: %s%s", qk_fmt_bytes(ri->stat_bytes, b),
+           stream ? " (one layer's Hessians and the hidden states)" : o->hessian ? " (with Hessians)" : "");
+    int64_t B = o->batch > 0 ? o->batch : stream ? (4096 / o->n_ctx > 1 ? 4096 / o->n_ctx : 1) : 1;
+    B = B < n_chunks ? B : n_chunks;
     qk_forward_opts fo = {.n_threads = o->threads, .max_tokens = B * o->n_ctx};
     if ((rc = qk_calib_collector_new(&col, m, &co)) || (rc = qk_forward_new(&f, m, &fo)))
         goto done;
+    if (stream) {
+        const int64_t n_layer = qk_model_cfg(m)->n_layer;
+        const int64_t layers = o->layers > 0 && o->layers < n_layer ? o->layers : n_layer;
+        stream_ctx sc = {0};
+        qk_calib hdr = {.text_hash = qk_hash64(text, text_n), .n_ctx = o->n_ctx, .n_chunks = n_chunks,
+                        .dataset = (char *)o->text};
+        double th = qk_now();
+        if ((rc = qk_calib_model_hash(m, &hdr.model_hash)))
+            goto done;
+        ri->hash_seconds = qk_now() - th;
+        int64_t n_entries = layers * 7 + (layers == n_layer && want_output);
+        if ((rc = qk_calib_writer_open(&sc.w, o->output, &hdr, n_entries)))
+            goto done;
+        prog = qk_progress_start("calibrating", (uint64_t)(n_chunks * layers), "win");
+        double t0 = qk_now();
+        rc = qk_calib_collect_layers(col, f, win, n_chunks, layers, stream_layer, &sc, prog);
+        ri->seconds = qk_now() - t0;
+        qk_progress_finish(prog);
+        prog = NULL;
+        if (!rc && sc.written != n_entries)
+            rc = qk_error(QK_EINVAL, "calibration: %lld of %lld entries were collected", (long long)sc.written,
+                          (long long)n_entries);
+        if (rc) {
+            qk_calib_writer_abort(sc.w);
+            goto done;
+        }
+        if ((rc = qk_calib_writer_commit(sc.w)))
+            goto done;
+        ri->windows = n_chunks;
+        ri->tokens = n_chunks * o->n_ctx;
+        ri->entries = n_entries;
+        ri->hessians = sc.n_hess;
+        ri->entry_tokens = sc.tokens;
+        ri->layers = layers;
+        ri->n_layer = n_layer;
+        goto done;
+    }
     qk_forward_set_hook(f, qk_calib_hook, col);
     prog = qk_progress_start("calibrating", (uint64_t)n_chunks, "win");
     double t0 = qk_now();
@@ -216,7 +287,7 @@ static int collect(const opts_t *o, const qk_calib *files, qk_calib **out, run_i
     }
     rc = qk_calib_model_hash(m, &c->model_hash);
 done:
-    if (rc && *out) {
+    if (rc && out && *out) { /* out is NULL when the .qkc is streamed */
         qk_calib_free(*out);
         *out = NULL;
     }
@@ -264,8 +335,28 @@ static int run(const opts_t *o)
     }
     if (rc)
         goto done;
+    int fmt = o->format ? o->format : ends_with(o->output, ".dat") ? FMT_DAT : FMT_QKC;
+    if (o->model && o->hessian && fmt == FMT_QKC && !files) {
+        /* layer-major, written as it goes */
+        if ((rc = collect(o, NULL, NULL, &ri, 1)) || o->quiet)
+            goto done;
+        printf("model: %s\n", o->model);
+        printf("text: %s, %lld tokens; %lld windows of %lld (%lld tokens) from window %lld\n", o->text,
+               (long long)ri.text_tokens, (long long)ri.windows, (long long)o->n_ctx, (long long)ri.tokens,
+               (long long)o->first_chunk);
+        const double per_layer = ri.seconds / (double)(ri.layers > 0 ? ri.layers : 1);
+        const double full = per_layer * (double)ri.n_layer;
+        printf("speed: %.1f tokens/s (%.2f s for %lld of %lld layers, %.2f s per layer; whole model %s%.0f s; "
+               "model checksum %.2f s)\n", full > 0 ? (double)ri.tokens / full : 0.0, ri.seconds,
+               (long long)ri.layers, (long long)ri.n_layer, per_layer, ri.layers < ri.n_layer ? "extrapolated " : "",
+               full, ri.hash_seconds);
+        printf("entries: %lld (%lld Hessians), tokens per entry: %lld\n", (long long)ri.entries,
+               (long long)ri.hessians, (long long)ri.entry_tokens);
+        printf("output: %s (quantkit .qkc, written layer by layer), %.2f s\n", o->output, qk_now() - t0);
+        goto done;
+    }
     if (o->model) {
-        if ((rc = collect(o, files, &acc, &ri)))
+        if ((rc = collect(o, files, &acc, &ri, 0)))
             goto done;
         if (files) {
             int h0, s0, a0, h1, s1, a1;
@@ -281,7 +372,6 @@ static int run(const opts_t *o)
         acc = files;
         files = NULL;
     }
-    int fmt = o->format ? o->format : ends_with(o->output, ".dat") ? FMT_DAT : FMT_QKC;
     int h, sx, am;
     if (fmt == FMT_DAT && has_extras(acc, &h, &sx, &am))
         qk_log(QK_LOG_WARN, "%s: the .dat format keeps only the importance matrix (%s dropped)", o->output,
@@ -321,9 +411,9 @@ int main(int argc, char **argv)
     qk_tool_init("qk-calibrate");
     opts_t o = {0};
     o.n_ctx = 512;
-    o.batch = 1;
+    o.batch = 0; /* auto: 1, or 4096 tokens' worth layer-major */
     enum { O_TEXT = 1000, O_FORMAT, O_CHUNKS, O_FIRST, O_HESS, O_SUMX, O_ABSMAX, O_POUT, O_IN, O_SHOW, O_VOCAB,
-           O_PROG, O_VERSION };
+           O_PROG, O_VERSION, O_LAYERS };
     static const struct option lo[] = {
         {"text", required_argument, 0, O_TEXT},       {"output", required_argument, 0, 'o'},
         {"format", required_argument, 0, O_FORMAT},   {"ctx", required_argument, 0, 'c'},
@@ -335,6 +425,7 @@ int main(int argc, char **argv)
         {"vocab", required_argument, 0, O_VOCAB},     {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},             {"progress", no_argument, 0, O_PROG},
         {"help", no_argument, 0, 'h'},                {"version", no_argument, 0, O_VERSION},
+        {"layers", required_argument, 0, O_LAYERS},
         {0, 0, 0, 0},
     };
     int c;
@@ -359,6 +450,7 @@ int main(int argc, char **argv)
             o.threads = (int)v;
             break;
         case O_HESS: o.hessian = 1; break;
+        case O_LAYERS: if (qk_tool_parse_int("--layers", optarg, 1, 1 << 20, &o.layers)) return QK_EXIT_USAGE; break;
         case O_SUMX: o.sum_x = 1; break;
         case O_ABSMAX: o.absmax = 1; break;
         case O_POUT: o.process_output = 1; break;
@@ -400,5 +492,7 @@ int main(int argc, char **argv)
                              o.hessian ? "--hessian" : o.sum_x ? "--sum-x" : "--absmax");
     if (!o.model && (o.hessian || o.sum_x || o.absmax || o.process_output || o.max_chunks || o.first_chunk))
         return qk_tool_usage("collection options need a MODEL and --text");
+    if (o.layers && (!o.hessian || fmt != FMT_QKC || o.n_in_files))
+        return qk_tool_usage("--layers is for layer-major --hessian collection into a .qkc (without --in-file)");
     return run(&o) ? qk_tool_fail() : 0;
 }

@@ -14,11 +14,12 @@
  *     x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T                 gate, up [T][n_ff]
  *   logits = (rmsnorm(x[scored rows]) * output_norm) Wout^T [n_scored][n_vocab]
  *
- * Every linear layer is a cblas_sgemm over all T rows with the weight as a
+ * Every linear layer is one matmul (qk_forward_gemm on AVX-512 CPUs, else
+ * cblas_sgemm) over all T rows with the weight as a
  * dequantized float matrix W [n_out][n_in] (row-major, ne = {n_in, n_out}),
  * its output columns split over the thread pool when big (see gemm).
  * Attention runs per (sequence, head, block of 64 queries) on the pool,
- * two small sgemm calls each. Norms, RoPE and SwiGLU are per row.
+ * two small matmuls each. Norms, RoPE and SwiGLU are per row.
  * The matrix comes from, in order: an override, the mapped file itself
  * (F32 tensors stored as is), the whole-model cache (small models), or the
  * reusable buffer `wbuf` filled by decoding the tensor just before its
@@ -97,6 +98,7 @@ struct qk_forward {
     float *scratch; /* [n_threads][ATTN_BLOCK * T] attention scores of one block */
     int64_t scratch_per_thread;
     int emulate;  /* opts.emulate_llamacpp */
+    int fast_gemm; /* linear layers through qk_forward_gemm (AVX-512), see gemm */
     float *xr;    /* [T][max linear input] rounded copy of a linear layer's input (emulation) */
     int64_t xr_cols;
     float *logits; /* [n_scored][n_vocab], grown per call */
@@ -179,12 +181,18 @@ static int weight_resident(qk_forward *f, int64_t wi, const float **out)
  * uses its regular kernel, whose per-element sum order does not depend on
  * the number of columns, so the result is bit-identical to one sgemm and
  * does not depend on the thread count. (Below ~1e6 it may pick a
- * small-matrix kernel with another order.) */
+ * small-matrix kernel with another order.)
+ * On CPUs with AVX-512 the slices go to qk_forward_gemm instead (eval/
+ * forward_ops.c: about 1.8x OpenBLAS's AVX2 kernels per core, and exact whatever
+ * the slicing or the number of rows), except for calls of fewer than
+ * GEMM_FAST_MIN_TOK rows, whose register tiles would be mostly padding. */
+#define GEMM_FAST_MIN_TOK 4
 typedef struct gemm_job {
     const float *x; /* [n_tok][n_in] */
     const float *w; /* [n_cols][n_in] */
     float *y;       /* [n_tok][ldy], columns [0, n_cols) */
     int64_t n_tok, n_in, n_cols, ldy, per, n_items;
+    int fast;       /* qk_forward_gemm, not cblas_sgemm */
 } gemm_job;
 
 static void gemm_item(void *ctx, int64_t i, int thread)
@@ -193,6 +201,10 @@ static void gemm_item(void *ctx, int64_t i, int thread)
     const gemm_job *g = ctx;
     int64_t c0 = i * g->per;
     int64_t nc = i + 1 == g->n_items ? g->n_cols - c0 : g->per; /* the last item takes the remainder */
+    if (g->fast) {
+        qk_forward_gemm(g->y + c0, g->ldy, g->x, g->n_in, g->w + c0 * g->n_in, g->n_in, g->n_tok, nc, g->n_in);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->n_tok, (int)nc, (int)g->n_in, 1.0f, g->x,
                 (int)g->n_in, g->w + c0 * g->n_in, (int)g->n_in, 0.0f, g->y + c0, (int)g->ldy);
 }
@@ -200,13 +212,16 @@ static void gemm_item(void *ctx, int64_t i, int thread)
 static void gemm(qk_forward *f, const float *x, const float *w, float *y, int64_t n_tok, int64_t n_in,
                  int64_t n_cols, int64_t ldy)
 {
-    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1};
+    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, f->fast_gemm && n_tok >= GEMM_FAST_MIN_TOK};
     const int64_t n_threads = qk_pool_size(f->pool);
     double work = (double)n_tok * (double)n_in * (double)n_cols;
-    int64_t items = (int64_t)fmin(work / GEMM_SLICE_MIN, 2.0 * (double)n_threads); /* two per thread */
+    /* two items per thread; four with qk_forward_gemm, whose results do not
+     * depend on the slicing, so a thread that loses its CPU to another
+     * process holds the others up less */
+    int64_t items = (int64_t)fmin(work / GEMM_SLICE_MIN, (g.fast ? 4.0 : 2.0) * (double)n_threads);
     if (n_threads > 1 && items > 1 && n_tok > 1) {
         g.per = (n_cols + items - 1) / items;
-        g.per = (g.per + 15) / 16 * 16; /* whole kernel tiles */
+        g.per = g.fast ? (g.per + 63) / 64 * 64 : (g.per + 15) / 16 * 16; /* whole kernel tiles */
         g.n_items = n_cols / g.per;     /* rounded down: the last slice is at least `per` wide */
         if (g.n_items < 1) {
             g.n_items = 1;
@@ -214,6 +229,24 @@ static void gemm(qk_forward *f, const float *x, const float *w, float *y, int64_
         }
     }
     qk_pool_run(g.n_items > 1 ? f->pool : NULL, g.n_items, 1, gemm_item, &g);
+}
+
+/* gemm in ggml's summation order (emulation of llama.cpp's F32 and F16
+ * matmuls, see qk_forward_dot_ggml), one token row per pool item. */
+static void gemm_ggml_item(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const gemm_job *g = ctx;
+    const float *x = g->x + t * g->n_in;
+    for (int64_t c = 0; c < g->n_cols; c++)
+        g->y[t * g->ldy + c] = qk_forward_dot_ggml(x, g->w + c * g->n_in, g->n_in);
+}
+
+static void gemm_ggml(qk_forward *f, const float *x, const float *w, float *y, int64_t n_tok, int64_t n_in,
+                      int64_t n_cols, int64_t ldy)
+{
+    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, 0};
+    qk_pool_run(f->pool, n_tok, 1, gemm_ggml_item, &g);
 }
 
 /* y [T][n_out] = x [T][n_in] W^T, W = weight wi [n_out][n_in]; hooks before
@@ -227,9 +260,12 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     int rc;
     if (f->hook && (rc = f->hook(f->hook_ctx, &ev)))
         return rc;
+    void (*mm)(qk_forward *, const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t) = gemm;
     if (f->emulate) {
         /* llama.cpp rounds the activations to the weight's dot-product type */
         int t = w->t->gptq ? QK_TYPE_F32 : w->t->type;
+        if (t == QK_TYPE_F32 || t == QK_TYPE_F16) /* and sums F32/F16 products in its own order */
+            mm = gemm_ggml;
         const qk_type_traits *tr = qk_type_get(t);
         void (*round)(float *, int64_t) = NULL;
         if (t == QK_TYPE_F16)
@@ -249,14 +285,14 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     if ((rc = weight_resident(f, wi, &W)))
         return rc;
     if (W) {
-        gemm(f, x, W, y, n_tok, n_in, n_out, n_out);
+        mm(f, x, W, y, n_tok, n_in, n_out, n_out);
     } else {
         int64_t slice = f->wbuf_elems / n_in; /* rows per slice; >= 1 by construction of wbuf */
         for (int64_t r0 = 0; r0 < n_out; r0 += slice) {
             int64_t nr = n_out - r0 < slice ? n_out - r0 : slice;
             if ((rc = decode_rows(f, w->t, r0, nr, f->wbuf)))
                 return rc;
-            gemm(f, x, f->wbuf, y + r0, n_tok, n_in, nr, n_out);
+            mm(f, x, f->wbuf, y + r0, n_tok, n_in, nr, n_out);
         }
     }
     ev.y = y;
@@ -352,7 +388,7 @@ static void swiglu_item(void *ctx, int64_t t, int thread)
     row_job *j = ctx;
     qk_forward *f = j->f;
     const int64_t F = f->c.n_ff;
-    qk_forward_swiglu_row(f->gate + t * F, f->up + t * F, F);
+    (f->emulate ? qk_forward_swiglu_row_ggml : qk_forward_swiglu_row)(f->gate + t * F, f->up + t * F, F);
 }
 
 /* item = (sequence * n_head + head) * n_blocks + block of ATTN_BLOCK queries */
@@ -369,6 +405,12 @@ static void attn_item(void *ctx, int64_t i, int thread)
     const int64_t qs = c->n_head * hd, kvs = c->n_head_kv * hd;
     const int64_t row0 = s * n_ctx, i0 = b * ATTN_BLOCK;
     const int64_t nb = n_ctx - i0 < ATTN_BLOCK ? n_ctx - i0 : ATTN_BLOCK;
+    if (f->emulate) {
+        qk_forward_attn_block_ggml(f->att + row0 * qs + h * hd, qs, f->q + row0 * qs + h * hd, qs,
+                                   f->k + row0 * kvs + kvh * hd, f->v + row0 * kvs + kvh * hd, kvs, i0, nb, hd,
+                                   c->sliding_window, 1.0f / sqrtf((float)hd), f->scratch + thread * f->scratch_per_thread);
+        return;
+    }
     qk_forward_attn_block(f->att + row0 * qs + h * hd, qs, f->q + row0 * qs + h * hd, qs,
                           f->k + row0 * kvs + kvh * hd, f->v + row0 * kvs + kvh * hd, kvs, i0, nb, hd,
                           c->sliding_window, 1.0f / sqrtf((float)hd), f->scratch + thread * f->scratch_per_thread, f->emulate);
@@ -543,6 +585,7 @@ int qk_forward_new(qk_forward **out, const qk_model *m, const qk_forward_opts *o
     f->gate = alloc_floats(T, F, &rc);
     f->up = alloc_floats(T, F, &rc);
     f->emulate = opts.emulate_llamacpp;
+    f->fast_gemm = qk_forward_gemm_available();
     if (f->emulate) {
         f->xr_cols = D > F ? D : F;
         if (QD > f->xr_cols)
@@ -724,3 +767,146 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
     }
     return 0;
 }
+
+/* ----------------------------------------------------------- layer-major
+ *
+ * The same steps as qk_forward_run, cut at layer boundaries so a caller can
+ * carry the hidden states of many more tokens than one call holds (every
+ * calibration window) through the model one layer at a time: embed all
+ * windows, then layer 0 over all of them, then layer 1, ... The caller's
+ * x is copied into the residual stream, the layer runs exactly as in
+ * qk_forward_run (same items, same order: the results are bit-identical)
+ * and the stream is copied back. */
+
+/* Tokens per call and the RoPE table for windows of n_ctx. */
+static int layer_major_check(qk_forward *f, int64_t n_seq, int64_t n_ctx)
+{
+    if (n_seq <= 0 || n_ctx <= 0 || n_seq > f->max_tokens / n_ctx)
+        return qk_error(QK_EINVAL, "%lld sequences of %lld tokens: need at least one token and at most %lld in all",
+                        (long long)n_seq, (long long)n_ctx, (long long)f->max_tokens);
+    if (n_ctx > f->rope_n) {
+        const int64_t hd = f->c.head_dim;
+        float *r = malloc((size_t)n_ctx * (size_t)hd * sizeof(float));
+        if (!r)
+            return qk_error(QK_ENOMEM, "out of memory");
+        if (f->emulate)
+            qk_forward_rope_table_ggml(r, n_ctx, hd, f->c.rope_base);
+        else
+            qk_forward_rope_table(r, n_ctx, hd, (double)f->c.rope_base);
+        free(f->rope);
+        f->rope = r;
+        f->rope_n = n_ctx;
+    }
+    openblas_set_num_threads(1); /* the pool splits every sgemm (see gemm) */
+    return 0;
+}
+
+int qk_forward_embed(qk_forward *f, const int32_t *tokens, int64_t n_tokens, float *x)
+{
+    const int64_t D = f->c.n_embd, V = f->c.n_vocab;
+    for (int64_t t = 0; t < n_tokens; t++)
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return qk_error(QK_EINVAL, "token id %d at index %lld is outside the vocabulary [0, %lld)",
+                            (int)tokens[t], (long long)t, (long long)V);
+    const fw_weight *emb = &f->w[f->tok_embd];
+    const float *resident;
+    int rc = weight_resident(f, f->tok_embd, &resident);
+    if (rc)
+        return rc;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += f->max_tokens) {
+        const int64_t T = n_tokens - t0 < f->max_tokens ? n_tokens - t0 : f->max_tokens;
+        row_job j = {.f = f, .tokens = tokens + t0, .n_ctx = T};
+        atomic_init(&j.err, 0);
+        qk_pool_run(pool_for(f, (double)(T * D)), T, 0, embed_item, &j);
+        if ((rc = atomic_load(&j.err)))
+            return qk_error(rc, "tensor '%s': cannot decode type %s", emb->t->name, qk_type_name(emb->t->type));
+        memcpy(x + t0 * D, f->x, (size_t)(T * D) * sizeof(float));
+    }
+    return 0;
+}
+
+int qk_forward_layer(qk_forward *f, int64_t layer, int parts, float *x, int64_t n_seq, int64_t n_ctx)
+{
+    const qk_model_config *c = &f->c;
+    if (layer < 0 || layer >= c->n_layer || !(parts & QK_FORWARD_BLOCK) || (parts & ~QK_FORWARD_BLOCK))
+        return qk_error(QK_EINVAL, "layer %lld (parts %d) of a %lld-layer model", (long long)layer, parts,
+                        (long long)c->n_layer);
+    int rc = layer_major_check(f, n_seq, n_ctx);
+    if (rc)
+        return rc;
+    const int64_t T = n_seq * n_ctx, D = c->n_embd, hd = c->head_dim;
+    const fw_layer *L = &f->layers[layer];
+    const int li = (int)layer;
+    const double row_work = (double)T * (double)(c->n_embd > c->n_ff ? c->n_embd : c->n_ff);
+    row_job j = {.f = f, .n_ctx = n_ctx};
+    atomic_init(&j.err, 0);
+    memcpy(f->x, x, (size_t)(T * D) * sizeof(float));
+    if (parts & QK_FORWARD_ATTN) {
+        j.norm_w = norm_weight(f, L->attn_norm);
+        qk_pool_run(pool_for(f, row_work), T, 0, norm_item, &j);
+        if ((rc = linear(f, li, QK_LIN_Q, L->wq, f->xn, T, f->q)) ||
+            (rc = linear(f, li, QK_LIN_K, L->wk, f->xn, T, f->k)) ||
+            (rc = linear(f, li, QK_LIN_V, L->wv, f->xn, T, f->v)))
+            return rc;
+        qk_pool_run(pool_for(f, row_work), T, 0, rope_item, &j);
+        const int64_t n_items = n_seq * c->n_head * ((n_ctx + ATTN_BLOCK - 1) / ATTN_BLOCK);
+        qk_pool_run(pool_for(f, (double)T * (double)n_ctx * (double)(c->n_head * hd)), n_items, 1, attn_item, &j);
+        if ((rc = linear(f, li, QK_LIN_O, L->wo, f->att, T, f->tmp)))
+            return rc;
+        j.norm_w = parts & QK_FORWARD_FFN ? norm_weight(f, L->ffn_norm) : NULL;
+        qk_pool_run(pool_for(f, row_work), T, 0, residual_norm_item, &j);
+    } else {
+        j.norm_w = norm_weight(f, L->ffn_norm);
+        qk_pool_run(pool_for(f, row_work), T, 0, norm_item, &j);
+    }
+    if (parts & QK_FORWARD_FFN) {
+        if ((rc = linear(f, li, QK_LIN_GATE, L->wg, f->xn, T, f->gate)) ||
+            (rc = linear(f, li, QK_LIN_UP, L->wu, f->xn, T, f->up)))
+            return rc;
+        qk_pool_run(pool_for(f, row_work), T, 0, swiglu_item, &j);
+        if ((rc = linear(f, li, QK_LIN_DOWN, L->wd, f->gate, T, f->tmp)))
+            return rc;
+        j.norm_w = NULL;
+        qk_pool_run(pool_for(f, row_work), T, 0, residual_norm_item, &j);
+    }
+    memcpy(x, f->x, (size_t)(T * D) * sizeof(float));
+    return 0;
+}
+
+int qk_forward_final(qk_forward *f, const float *x, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
+                     qk_logits_fn on_logits, void *ctx)
+{
+    const qk_model_config *c = &f->c;
+    if (first_logit < 0 || first_logit >= n_ctx || !on_logits)
+        return qk_error(QK_EINVAL, "first_logit %lld is outside [0, %lld), or no callback", (long long)first_logit,
+                        (long long)n_ctx);
+    int rc = layer_major_check(f, n_seq, n_ctx);
+    if (rc)
+        return rc;
+    const int64_t T = n_seq * n_ctx, V = c->n_vocab;
+    memcpy(f->x, x, (size_t)(T * c->n_embd) * sizeof(float));
+    int64_t n_sc = 0;
+    for (int64_t s = 0; s < n_seq; s++)
+        for (int64_t p = first_logit; p < n_ctx; p++)
+            f->scored[n_sc++] = s * n_ctx + p;
+    if (n_sc * V > f->logits_cap) {
+        free(f->logits);
+        f->logits_cap = 0;
+        if (!(f->logits = malloc((size_t)n_sc * (size_t)V * sizeof(float))))
+            return qk_error(QK_ENOMEM, "out of memory for %lld x %lld logits", (long long)n_sc, (long long)V);
+        f->logits_cap = n_sc * V;
+    }
+    row_job j = {.f = f, .n_ctx = n_ctx, .rows = f->scored, .norm_w = norm_weight(f, f->out_norm)};
+    atomic_init(&j.err, 0);
+    qk_pool_run(pool_for(f, (double)(n_sc * c->n_embd)), n_sc, 0, norm_item, &j);
+    if ((rc = linear(f, -1, QK_LIN_OUTPUT, f->output, f->xn, n_sc, f->logits)))
+        return rc;
+    for (int64_t i = 0; i < n_sc; i++) {
+        int64_t r = f->scored[i];
+        if ((rc = on_logits(ctx, r / n_ctx, r % n_ctx, f->logits + i * V)))
+            return rc;
+    }
+    return 0;
+}
+
+int64_t qk_forward_max_tokens(const qk_forward *f) { return f->max_tokens; }

@@ -2,9 +2,12 @@
  * engine that runs a base and a quantized model on identical windows. */
 #include "quantkit/metrics.h"
 
+#include "forward_ops.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int qk_eval_windows(const int32_t *tokens, int64_t n_tokens, int64_t n_ctx, int64_t max_chunks, int32_t bos,
                     int32_t **out, int64_t *n_chunks)
@@ -40,9 +43,7 @@ int64_t qk_log_softmax(const float *logits, int64_t n, float *out)
             mx = logits[i];
             am = i;
         }
-    double s = 0;
-    for (int64_t i = 0; i < n; i++)
-        s += exp((double)logits[i] - mx);
+    double s = qk_forward_sum_exp_shift(logits, mx, n);
     double lse = mx + log(s);
     for (int64_t i = 0; i < n; i++)
         out[i] = (float)((double)logits[i] - lse);
@@ -116,12 +117,12 @@ typedef struct {
     int64_t first, n_scored;  /* scored positions per window */
     int64_t n_vocab;
     /* base pass */
-    float *base_lp;           /* [batch][n_scored][n_vocab] log-probs kept for the quant pass */
+    float *base_lp;           /* [batch][n_scored][n_vocab] logits, then log-probs kept for the quant pass */
     int32_t *base_top;        /* [batch][n_scored] */
     qk_eval_data *d;
     qk_base_results *save;
     const qk_base_results *loaded;
-    float *tmp;               /* [n_vocab] */
+    float *q_lp;              /* [batch][n_scored][n_vocab] logits, then log-probs of the quant pass */
     int pass;                 /* 0 base, 1 quant */
     int have_base;            /* base log-probs available (live or loaded) */
 } run_ctx;
@@ -146,22 +147,37 @@ static void topk(const float *lp, int64_t n, int64_t k, int32_t *ids, float *val
     }
 }
 
+/* The forward pass hands the logits over one position at a time on the
+ * calling thread; they are only copied here, and scored afterwards by
+ * score_row over the pool (the log-softmax of a 32,000-token vocabulary costs
+ * as much as a layer of a small model: serial, it kept the second thread
+ * idle for ~5% of the run). */
 static int on_logits(void *vctx, int64_t seq, int64_t pos, const float *logits)
 {
     run_ctx *c = vctx;
     if (pos < c->first || pos > c->first + c->n_scored - 1)
         return 0;
-    int64_t chunk = c->chunk0 + seq;
-    int64_t n_ctx = c->o->n_ctx;
-    int64_t sp = pos - c->first;
-    int64_t gi = chunk * c->n_scored + sp; /* global position index */
-    int32_t target = c->win[seq * n_ctx + pos + 1];
-    int64_t V = c->n_vocab;
+    const size_t V = (size_t)c->n_vocab, row = (size_t)seq * (size_t)c->n_scored + (size_t)(pos - c->first);
+    memcpy((c->pass == 0 ? c->base_lp : c->q_lp) + row * V, logits, V * sizeof(float));
+    return 0;
+}
+
+/* Row `row` (= seq * n_scored + scored position) of the batch just run:
+ * log-softmax in place and the per-position numbers. Rows write disjoint
+ * slots, so any order gives the same results. */
+static void score_row(void *vctx, int64_t row, int thread)
+{
+    (void)thread;
+    run_ctx *c = vctx;
+    const int64_t seq = row / c->n_scored, sp = row % c->n_scored, pos = c->first + sp;
+    const int64_t gi = (c->chunk0 + seq) * c->n_scored + sp; /* global position index */
+    const int32_t target = c->win[seq * c->o->n_ctx + pos + 1];
+    const int64_t V = c->n_vocab;
     qk_eval_data *d = c->d;
     if (c->pass == 0) {
-        float *lp = c->base_lp + ((size_t)seq * (size_t)c->n_scored + (size_t)sp) * (size_t)V;
-        int64_t am = qk_log_softmax(logits, V, lp);
-        c->base_top[seq * c->n_scored + sp] = (int32_t)am;
+        float *lp = c->base_lp + (size_t)row * (size_t)V;
+        int64_t am = qk_log_softmax(lp, V, lp);
+        c->base_top[row] = (int32_t)am;
         d->nll_base[gi] = -(double)lp[target];
         if (c->save) {
             qk_base_results *s = c->save;
@@ -169,25 +185,33 @@ static int on_logits(void *vctx, int64_t seq, int64_t pos, const float *logits)
             s->top1[gi] = (int32_t)am;
             topk(lp, V, s->k, s->ids + gi * s->k, s->lps + gi * s->k);
         }
-        return 0;
+        return;
     }
-    float *lq = c->tmp;
-    int64_t am = qk_log_softmax(logits, V, lq);
+    float *lq = c->q_lp + (size_t)row * (size_t)V;
+    int64_t am = qk_log_softmax(lq, V, lq);
     d->nll_q[gi] = -(double)lq[target];
     if (!c->have_base)
-        return 0;
+        return;
     if (c->loaded) {
         const qk_base_results *b = c->loaded;
         d->kld[gi] = (float)qk_kld_topk(b->ids + gi * b->k, b->lps + gi * b->k, b->k, lq);
         d->same_top[gi] = b->top1[gi] == am;
         d->dp[gi] = (float)(exp((double)lq[target]) - exp((double)b->lp_correct[gi]));
     } else {
-        const float *lp = c->base_lp + ((size_t)seq * (size_t)c->n_scored + (size_t)sp) * (size_t)V;
+        const float *lp = c->base_lp + (size_t)row * (size_t)V;
         d->kld[gi] = (float)qk_kld_full(lp, lq, V);
-        d->same_top[gi] = c->base_top[seq * c->n_scored + sp] == am;
+        d->same_top[gi] = c->base_top[row] == am;
         d->dp[gi] = (float)(exp((double)lq[target]) - exp((double)lp[target]));
     }
-    return 0;
+}
+
+/* Process CPU seconds (all threads), for the speed report. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts))
+        return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_results *loaded,
@@ -216,6 +240,7 @@ int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_resul
     qk_eval_data *d = calloc(1, sizeof *d);
     run_ctx c = {0};
     qk_forward *fb = NULL, *fq = NULL;
+    qk_pool *pool = NULL;
     qk_base_results *sv = NULL;
     qk_progress *prog = NULL;
     int rc = 0;
@@ -265,17 +290,19 @@ int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_resul
     c.save = sv;
     c.loaded = base ? NULL : loaded;
     c.have_base = have_base;
-    if (base && quant && !(c.base_lp = malloc((size_t)B * (size_t)n_scored * (size_t)V * sizeof(float))))
+    const size_t batch_floats = (size_t)B * (size_t)n_scored * (size_t)V;
+    if (base && !(c.base_lp = malloc(batch_floats * sizeof(float))))
         goto oom;
-    if (base && !quant && !(c.base_lp = malloc((size_t)B * (size_t)n_scored * (size_t)V * sizeof(float))))
+    if (quant && !(c.q_lp = malloc(batch_floats * sizeof(float))))
         goto oom;
-    if (!(c.base_top = malloc((size_t)B * (size_t)n_scored * sizeof(int32_t))) ||
-        !(c.tmp = malloc((size_t)V * sizeof(float))))
+    if (!(c.base_top = malloc((size_t)B * (size_t)n_scored * sizeof(int32_t))))
         goto oom;
     qk_forward_opts fo = {.n_threads = o->n_threads, .max_tokens = B * n_ctx, .emulate_llamacpp = o->emulate_llamacpp};
     if (base && (rc = qk_forward_new(&fb, base, &fo)))
         goto done;
     if (quant && (rc = qk_forward_new(&fq, quant, &fo)))
+        goto done;
+    if ((rc = qk_pool_create(&pool, o->n_threads)))
         goto done;
     prog = qk_progress_start("evaluating", (uint64_t)n_chunks, "win");
     for (int64_t c0 = 0; c0 < n_chunks && !rc; c0 += B) {
@@ -283,17 +310,23 @@ int qk_eval_run(const qk_model *base, const qk_model *quant, const qk_base_resul
         c.win = windows + c0 * n_ctx;
         c.chunk0 = c0;
         if (fb) {
-            double t0 = qk_now();
+            double t0 = qk_now(), u0 = cpu_now();
             c.pass = 0;
             rc = qk_forward_run(fb, c.win, nb, n_ctx, first, on_logits, &c);
+            if (!rc)
+                qk_pool_run(pool, nb * n_scored, 0, score_row, &c);
             d->seconds_base += qk_now() - t0;
+            d->cpu_seconds_base += cpu_now() - u0;
             d->tokens_base += nb * n_ctx;
         }
         if (!rc && fq) {
-            double t0 = qk_now();
+            double t0 = qk_now(), u0 = cpu_now();
             c.pass = 1;
             rc = qk_forward_run(fq, c.win, nb, n_ctx, first, on_logits, &c);
+            if (!rc)
+                qk_pool_run(pool, nb * n_scored, 0, score_row, &c);
             d->seconds_q += qk_now() - t0;
+            d->cpu_seconds_q += cpu_now() - u0;
             d->tokens_q += nb * n_ctx;
         }
         qk_progress_update(prog, (uint64_t)(c0 + nb));
@@ -306,9 +339,10 @@ done:
         qk_progress_finish(prog);
     qk_forward_free(fb);
     qk_forward_free(fq);
+    qk_pool_free(pool);
     free(c.base_lp);
     free(c.base_top);
-    free(c.tmp);
+    free(c.q_lp);
     if (rc) {
         qk_eval_data_free(d);
         qk_base_results_free(sv);

@@ -389,6 +389,9 @@ static int run(const opts_t *o, int *gate_failed)
     int64_t scored = d->n_pos;
     double tps_b = d->seconds_base > 0 ? (double)d->tokens_base / d->seconds_base : 0;
     double tps_q = d->seconds_q > 0 ? (double)d->tokens_q / d->seconds_q : 0;
+    /* tokens per CPU second: what the machine's load does not change */
+    double tpc_b = d->cpu_seconds_base > 0 ? (double)d->tokens_base / d->cpu_seconds_base : 0;
+    double tpc_q = d->cpu_seconds_q > 0 ? (double)d->tokens_q / d->cpu_seconds_q : 0;
     if (!o->quiet && !compare) {
         int qonly = mq != NULL;
         double ppl = qonly ? s.ppl_q : s.ppl_base, err = qonly ? s.ppl_q_err : s.ppl_base_err;
@@ -396,7 +399,7 @@ static int run(const opts_t *o, int *gate_failed)
         printf("protocol: ctx %lld, %lld windows, %s scored, %lld tokens scored\n", (long long)o->eo.n_ctx,
                (long long)n_chunks, o->eo.score_all ? "all positions" : "second half", (long long)scored);
         printf("PPL = %.4f +/- %.5f\n", ppl, err);
-        printf("speed: %.1f tokens/s\n", qonly ? tps_q : tps_b);
+        printf("speed: %.1f tokens/s, %.1f tokens per CPU second\n", qonly ? tps_q : tps_b, qonly ? tpc_q : tpc_b);
     } else if (!o->quiet) {
         char b1[32], b2[32];
         printf("base:  %s\nquant: %s\n", o->base ? o->base : o->load_base, quant_path);
@@ -431,7 +434,8 @@ static int run(const opts_t *o, int *gate_failed)
         for (int i = 0; i < 9; i++)
             printf("%-18s %+9.3f%%\n", k_frac_names[i], 100 * s.dp_p[i]);
         printf("\nsame top token     %9.3f%% +/- %.3f%%\n", 100 * s.same_top, 100 * s.same_top_err);
-        printf("speed: base %.1f tokens/s, quant %.1f tokens/s\n", tps_b, tps_q);
+        printf("speed: base %.1f tokens/s (%.1f per CPU second), quant %.1f tokens/s (%.1f per CPU second)\n", tps_b,
+               tpc_b, tps_q, tpc_q);
     }
     if (nc) {
         printf("\n====== ship gate ======\n");
@@ -514,6 +518,8 @@ static int run(const opts_t *o, int *gate_failed)
         cJSON *sp = cJSON_AddObjectToObject(j, "speed");
         cJSON_AddNumberToObject(sp, "base_tokens_per_s", tps_b);
         cJSON_AddNumberToObject(sp, "quant_tokens_per_s", tps_q);
+        cJSON_AddNumberToObject(sp, "base_tokens_per_cpu_s", tpc_b);
+        cJSON_AddNumberToObject(sp, "quant_tokens_per_cpu_s", tpc_q);
         if (nc) {
             cJSON *g = cJSON_AddObjectToObject(j, "gate");
             cJSON_AddBoolToObject(g, "pass", !*gate_failed);

@@ -1,12 +1,26 @@
 /* Hessians for qk-quantize --method gptq (see quantkit/gptq_method.h):
- * from a .qkc file, from one collection run, layer by layer on the partly
- * quantized model (sequential), and the output projection's per-row
- * Hessians from the full-precision model's token probabilities.
+ * from a .qkc file (read one at a time), collected from calibration text
+ * layer by layer (on the full-precision model, or sequentially on the
+ * partly quantized one), and the output projection's per-row Hessians from
+ * the full-precision model's token probabilities.
  *
- * The sequential passes use a small accumulator of their own rather than
- * qk_calib_collector: each pass needs one input of one layer and stops
- * there, which the collector (every layer, every pass complete) is not
- * meant for. */
+ * Layer-major state: the hidden states of every calibration window,
+ * x [n_chunks * n_ctx][n_embd], are the input of layer x_layer (x_stage 0)
+ * or the residual after its attention block (x_stage 1). A request for a
+ * tensor of layer l moves the state forward to l with qk_forward_layer
+ * (the weights quantized so far in place, in sequential mode) and runs
+ * the part of layer l that reaches the tensor's input with a hook that
+ * accumulates X^T X there:
+ *   full precision: the whole layer once, all four inputs (q/k/v,
+ *     attn_output, gate/up, ffn_down) at once; the state moves to l+1;
+ *   sequential: the attention part for q/k/v (stopping at once) and for
+ *     attn_output (stopping before its matmul), then, once attn_output is
+ *     quantized, the attention part for real (stage 1), the FFN part for
+ *     gate/up (stopping at once) and ffn_down (stopping before it), and the
+ *     FFN part for real when layer l+1 is asked for.
+ * So the sequential run costs about 1.6 forward passes in all (O(layers),
+ * where rerunning every pass from the embeddings was O(layers^2)), and
+ * memory is the hidden states plus one layer's Hessians (at most). */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
@@ -21,7 +35,10 @@
 
 #define MAX_TEXT_BYTES (256u << 20)
 #define TOKENS_PER_CALL 4096
-#define STOP_PASS 1          /* hook return that ends a pass early on purpose */
+#define STOP_PASS QK_CALIB_STOP /* hook return that ends a pass early on purpose */
+/* Per-row output Hessians cost about n_vocab * n_embd^3 flops; beyond this
+ * the output projection gets the shared Hessian of its input instead. */
+#define OUT_ROWS_MAX_WORK 1e12
 #define OUT_P_MIN 1e-4f      /* output weighting: probabilities kept per position */
 #define OUT_K_MAX 128        /* ... at most this many per position */
 
@@ -30,18 +47,30 @@ enum { GRP_QKV = 0, GRP_O, GRP_GATEUP, GRP_DOWN, GRP_COUNT };
 struct qk_gptq_calib {
     const qk_model *m;
     qk_gptq_calib_opts o;
-    qk_calib *file;        /* loaded .qkc */
-    qk_calib *collected;   /* one full-precision collection run */
+    qk_calib *file;        /* .qkc opened lazily: Hessians read one at a time */
+    double *fh;            /* [fh_n][fh_n] the Hessian of file entry fh_owner */
+    int64_t fh_owner, fh_n;
     int32_t *win;          /* [n_chunks][n_ctx] calibration windows */
-    int64_t n_chunks, n_ctx;
+    int64_t n_chunks, n_ctx, per_call;
     qk_forward *fwd;
-    qk_calib_collector *col; /* during the full-precision run: every input's Hessian */
-    /* sequential: the Hessian of (seq_layer, seq_group) */
-    int64_t seq_layer;
-    int seq_group;
-    int seq_collecting;    /* the hook accumulates into seq_h */
-    double *seq_h;         /* [seq_n][seq_n] */
-    int64_t seq_n, seq_tokens;
+    /* layer-major state */
+    float *x;              /* [n_chunks * n_ctx][n_embd] hidden states of every window */
+    int64_t x_layer;       /* layer whose input (stage 0) or post-attention residual (stage 1) x is; -1: none */
+    int x_stage;
+    double *gh[GRP_COUNT]; /* [gn][gn] the Hessian of each input group of layer gh_layer */
+    int64_t gn[GRP_COUNT];
+    int64_t gh_layer;      /* layer the groups in gh_mask are for (-1 none) */
+    unsigned gh_mask;      /* bit g: gh[g] holds layer gh_layer's group g */
+    int64_t g_tokens[GRP_COUNT];
+    /* collection hook */
+    int collecting;        /* the hook accumulates groups col_mask of layer col_layer */
+    int64_t col_layer;
+    unsigned col_mask;
+    int col_stop;          /* group after which the pass stops (-1: run through) */
+    qk_pool *pool;         /* for the X^T X tiles */
+    float *xs;             /* tile scratch (qk_calib_xtx_scratch) */
+    int64_t *tiles;
+    int all_rows_big;      /* output rowwise Hessians would cost too much: the shared one instead */
     /* output weighting */
     int out_ready;         /* probabilities collected */
     int out_x_final;       /* x taken from the quantized model (sequential) */
@@ -58,6 +87,7 @@ struct qk_gptq_calib {
     double *out_hshared;   /* [out_n][out_n] sum x x^T */
     int64_t *out_live;     /* columns of out_x not always 0 (padding is), n_live of them */
     int64_t out_n_live;
+    int out_h_collect;     /* hook: accumulate the output projection's input into out_hshared, then stop */
     /* identity Hessian (token_embd) */
     double *ident;
     int64_t ident_n;
@@ -118,7 +148,7 @@ static int run_windows(qk_gptq_calib *c, int with_logits)
         if (rc == STOP_PASS)
             rc = 0;
     }
-    c->passes++;
+    c->passes += qk_model_cfg(c->m)->n_layer; /* a full pass: every layer's sweep */
     c->seconds += qk_now() - t0;
     return rc;
 }
@@ -195,23 +225,33 @@ static int keep_probs(qk_gptq_calib *c, const float *logits, int64_t T, int64_t 
     return rc;
 }
 
+/* The group an event's input starts (the first linear layer reading it), or -1. */
+static int group_start(int kind)
+{
+    return kind == QK_LIN_Q ? GRP_QKV : kind == QK_LIN_O ? GRP_O : kind == QK_LIN_GATE ? GRP_GATEUP
+         : kind == QK_LIN_DOWN ? GRP_DOWN : -1;
+}
+
 static int calib_hook(void *ctx, const qk_linear_event *ev)
 {
     qk_gptq_calib *c = ctx;
-    if (c->col) {
-        int rc = qk_calib_hook(c->col, ev);
-        if (rc)
-            return rc;
-    }
-    if (c->seq_collecting) {
-        if (ev->y || ev->kind == QK_LIN_OUTPUT || ev->layer != c->seq_layer || group_of(ev->kind) != c->seq_group)
+    if (c->collecting) {
+        const int g = group_start(ev->kind);
+        if (ev->y || g < 0 || ev->layer != c->col_layer || !(c->col_mask & (1u << g)))
             return 0;
-        if (ev->n_in != c->seq_n)
+        if (ev->n_in != c->gn[g])
             return qk_error(QK_EINVAL, "layer %d input has %" PRId64 " columns, expected %" PRId64, ev->layer,
-                            ev->n_in, c->seq_n);
-        int rc = accumulate_xtx(c->seq_h, ev->x, ev->n_tokens, ev->n_in);
-        c->seq_tokens += ev->n_tokens;
-        return rc ? rc : STOP_PASS;
+                            ev->n_in, c->gn[g]);
+        qk_calib_xtx_add(c->gh[g], ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
+        c->g_tokens[g] += ev->n_tokens;
+        return g == c->col_stop ? STOP_PASS : 0;
+    }
+    if (c->out_h_collect && ev->kind == QK_LIN_OUTPUT && !ev->y) {
+        if (ev->n_in != c->out_n)
+            return qk_error(QK_EINVAL, "output projection: %" PRId64 " columns, expected %" PRId64, ev->n_in,
+                            c->out_n);
+        qk_calib_xtx_add(c->out_hshared, ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
+        return STOP_PASS;
     }
     if (c->out_phase && ev->kind == QK_LIN_OUTPUT) {
         const int64_t T = ev->n_tokens, n = ev->n_in;
@@ -237,10 +277,168 @@ static int calib_hook(void *ctx, const qk_linear_event *ev)
     return 0;
 }
 
+/* ---------------------------------------------------------- layer-major */
+
+static int sweep_logits(void *ctx, int64_t seq, int64_t pos, const float *logits)
+{
+    (void)ctx, (void)seq, (void)pos, (void)logits;
+    return 0;
+}
+
+/* Run `parts` of layer l over every window; keep: the state moves on (x
+ * updated), else the pass is expected to stop in a hook (x unchanged). */
+static int sweep(qk_gptq_calib *c, int64_t l, int parts)
+{
+    const double t0 = qk_now();
+    const int64_t D = qk_model_cfg(c->m)->n_embd;
+    int rc = 0;
+    for (int64_t s = 0; s < c->n_chunks && !rc; s += c->per_call) {
+        const int64_t ns = c->n_chunks - s < c->per_call ? c->n_chunks - s : c->per_call;
+        float *x = c->x + s * c->n_ctx * D;
+        rc = l < 0 ? qk_forward_final(c->fwd, x, ns, c->n_ctx, 0, sweep_logits, NULL)
+                   : qk_forward_layer(c->fwd, l, parts, x, ns, c->n_ctx);
+        if (rc == STOP_PASS)
+            rc = 0;
+    }
+    c->passes++;
+    c->seconds += qk_now() - t0;
+    return rc;
+}
+
+/* Drop the mapped pages of layer l's tensors once the state has left it
+ * (the resident set stays about one layer's weights). */
+static void release_layer(const qk_model *m, int64_t l)
+{
+    char prefix[32];
+    int np = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
+    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        if (!strncmp(t->name, prefix, (size_t)np))
+            qk_model_release(t);
+    }
+}
+
+/* Move the state to (layer, stage): forward through whole parts with the
+ * current weights; backwards by starting again from the embeddings. */
+static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
+{
+    const qk_model_config *cfg = qk_model_cfg(c->m);
+    int rc = 0;
+    if (c->x_layer < 0 || c->x_layer > layer || (c->x_layer == layer && c->x_stage > stage)) {
+        const double t0 = qk_now();
+        rc = qk_forward_embed(c->fwd, c->win, c->n_chunks * c->n_ctx, c->x);
+        c->seconds += qk_now() - t0;
+        if (rc)
+            return rc;
+        c->x_layer = 0;
+        c->x_stage = 0;
+    }
+    while (!rc && (c->x_layer < layer || (c->x_layer == layer && c->x_stage < stage))) {
+        if (c->x_layer >= cfg->n_layer)
+            break;
+        /* the rest of the current layer, or just its attention when stage 1 of it is the target */
+        const int parts = c->x_stage == 1 ? QK_FORWARD_FFN : c->x_layer == layer ? QK_FORWARD_ATTN : QK_FORWARD_BLOCK;
+        c->collecting = 0;
+        if ((rc = sweep(c, c->x_layer, parts)))
+            break;
+        if (parts == QK_FORWARD_ATTN) {
+            c->x_stage = 1;
+        } else {
+            release_layer(c->m, c->x_layer);
+            c->x_layer++;
+            c->x_stage = 0;
+        }
+    }
+    return rc;
+}
+
+/* Hessians of the groups in mask of layer l, at the current weights:
+ * sequential (one group): stop at it; else run the whole layer. */
+static int collect_layer(qk_gptq_calib *c, int64_t l, unsigned mask, int stop_group)
+{
+    const qk_model_config *cfg = qk_model_cfg(c->m);
+    const int64_t qd = cfg->n_head * cfg->head_dim;
+    const int64_t sizes[GRP_COUNT] = {cfg->n_embd, qd, cfg->n_embd, cfg->n_ff};
+    for (int g = 0; g < GRP_COUNT; g++) {
+        if (!(mask & (1u << g)))
+            continue;
+        const int64_t n = sizes[g];
+        if (c->gn[g] != n) {
+            free(c->gh[g]);
+            c->gn[g] = 0;
+            if (!(c->gh[g] = malloc((size_t)(n * n) * sizeof(double))))
+                return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 " x %" PRId64 " Hessian", n, n);
+            c->gn[g] = n;
+        }
+        memset(c->gh[g], 0, (size_t)(n * n) * sizeof(double));
+        c->g_tokens[g] = 0;
+    }
+    c->gh_mask &= ~mask;
+    if (c->gh_layer != l)
+        c->gh_mask = 0;
+    c->gh_layer = l;
+    const int ffn_only = !(mask & ((1u << GRP_QKV) | (1u << GRP_O)));
+    int rc = state_to(c, l, ffn_only && stop_group >= 0 ? 1 : 0);
+    if (rc)
+        return rc;
+    c->collecting = 1;
+    c->col_layer = l;
+    c->col_mask = mask;
+    c->col_stop = stop_group;
+    const int parts = stop_group < 0 ? QK_FORWARD_BLOCK : stop_group <= GRP_O ? QK_FORWARD_ATTN : QK_FORWARD_FFN;
+    rc = sweep(c, l, parts);
+    c->collecting = 0;
+    if (rc)
+        return rc;
+    if (stop_group < 0) { /* the whole layer ran: the state moved on */
+        release_layer(c->m, l);
+        c->x_layer = l + 1;
+        c->x_stage = 0;
+    }
+    for (int g = 0; g < GRP_COUNT; g++) {
+        if (!(mask & (1u << g)))
+            continue;
+        if (c->g_tokens[g] == 0)
+            return qk_error(QK_EINVAL, "calibration: the input of layer %" PRId64 " was never reached", l);
+        mirror_upper(c->gh[g], c->gn[g]);
+        c->gh_mask |= 1u << g;
+    }
+    return 0;
+}
+
+/* Sequential: the final hidden states of the quantized model, normed, into
+ * out_x (same positions as the full-precision pass). */
+static int output_x_quantized(qk_gptq_calib *c)
+{
+    int rc = state_to(c, qk_model_cfg(c->m)->n_layer, 0);
+    if (rc)
+        return rc;
+    c->out_T = 0;
+    c->out_phase = 2;
+    rc = sweep(c, -1, 0);
+    c->out_phase = 0;
+    return rc;
+}
+
 /* ------------------------------------------------------------ creation */
 
-static int from_set(const qk_calib *set, const char *what, const qk_model_tensor *t, const double **h);
 static int layer_kind(const char *name, int64_t *layer);
+
+/* The file entry holding t's Hessian (QK_ENOTFOUND when t has no entry). */
+static int file_owner(const qk_gptq_calib *c, const qk_model_tensor *t, int64_t *owner)
+{
+    const qk_calib_entry *e = qk_calib_find(c->file, t->name);
+    if (!e)
+        return QK_ENOTFOUND;
+    if (e->n_in != t->ne[0])
+        return qk_error(QK_EFORMAT, "%s: the Hessian of '%s' is %" PRId64 " x %" PRId64 " but the tensor has %" PRId64
+                        " input columns (calibrated on another model?)", c->o.calib_path, t->name, e->n_in, e->n_in,
+                        t->ne[0]);
+    if ((*owner = qk_calib_hessian_owner(c->file, e)) < 0)
+        return qk_error(QK_ENOTFOUND, "%s: no Hessian for '%s' (make the file with qk-calibrate --hessian)",
+                        c->o.calib_path, t->name);
+    return 0;
+}
 
 /* Every linear layer of m has a Hessian of its size in the file: checked
  * before anything is quantized. */
@@ -248,11 +446,10 @@ static int check_file(const qk_gptq_calib *c)
 {
     for (int64_t i = 0; i < qk_model_n_tensors(c->m); i++) {
         const qk_model_tensor *t = qk_model_tensor_at(c->m, i);
-        const double *h;
-        int64_t layer;
+        int64_t layer, owner;
         if (layer_kind(t->name, &layer) < 0)
             continue;
-        int rc = from_set(c->file, c->o.calib_path, t, &h);
+        int rc = file_owner(c, t, &owner);
         if (rc == QK_ENOTFOUND)
             return qk_error(QK_ENOTFOUND, "%s: no entry for '%s' (calibrated on another model?)", c->o.calib_path,
                             t->name);
@@ -336,10 +533,7 @@ static int finish_output_x(qk_gptq_calib *c)
     if (c->out_x_final || !c->out_ready)
         return 0;
     if (c->o.sequential) { /* the quantized model's hidden states, same positions */
-        c->out_T = 0;
-        c->out_phase = 2;
-        int rc = run_windows(c, 1);
-        c->out_phase = 0;
+        int rc = output_x_quantized(c);
         if (rc)
             return rc;
         if (c->out_T != c->out_cap)
@@ -371,7 +565,9 @@ int qk_gptq_calib_new(qk_gptq_calib **out, const qk_model *m, const qk_gptq_cali
     c->m = m;
     c->o = *o;
     c->n_ctx = o->n_ctx > 0 ? o->n_ctx : 128;
-    c->seq_layer = -1;
+    c->x_layer = -1;
+    c->gh_layer = -1;
+    c->fh_owner = -1;
     int rc = 0;
     if (!o->calib_path && !o->text_path) {
         rc = qk_error(QK_EINVAL, "GPTQ needs Hessians: a .qkc file (--calib, from qk-calibrate --hessian) or "
@@ -383,37 +579,40 @@ int qk_gptq_calib_new(qk_gptq_calib **out, const qk_model *m, const qk_gptq_cali
                                  "--calib-text");
         goto done;
     }
-    if (o->calib_path && (rc = qk_calib_load(&c->file, o->calib_path)))
+    if (o->calib_path && !o->sequential && (rc = qk_calib_open(&c->file, o->calib_path)))
         goto done;
-    if (c->file && !o->sequential && (rc = check_file(c)))
+    if (c->file && (rc = check_file(c)))
         goto done;
     if (o->text_path) {
+        const qk_model_config *cfg = qk_model_cfg(m);
         if ((rc = load_windows(c)))
             goto done;
-        qk_forward_opts fo = {.n_threads = o->n_threads, .max_tokens = (TOKENS_PER_CALL / c->n_ctx > 0 ?
-                                                                         TOKENS_PER_CALL / c->n_ctx : 1) * c->n_ctx};
-        if ((rc = qk_forward_new(&c->fwd, m, &fo)))
+        c->per_call = TOKENS_PER_CALL / c->n_ctx > 0 ? TOKENS_PER_CALL / c->n_ctx : 1;
+        qk_forward_opts fo = {.n_threads = o->n_threads, .max_tokens = c->per_call * c->n_ctx};
+        int64_t widest = cfg->n_ff > cfg->n_embd ? cfg->n_ff : cfg->n_embd; /* largest Hessian */
+        if (cfg->n_head * cfg->head_dim > widest)
+            widest = cfg->n_head * cfg->head_dim;
+        if ((rc = qk_forward_new(&c->fwd, m, &fo)) || (rc = qk_pool_create(&c->pool, o->n_threads)) ||
+            (rc = qk_calib_xtx_scratch(widest, c->pool, &c->xs, &c->tiles)))
             goto done;
         qk_forward_set_hook(c->fwd, calib_hook, c);
-        /* one full-precision run: every Hessian (unless a file has them or
-         * they are collected sequentially) and the output weighting */
-        const qk_model_tensor *out_t = o->output_rows ? qk_model_find(m, "output.weight") : NULL;
-        if (!c->file && !o->sequential) {
-            qk_calib_opts co = {.n_ctx = c->n_ctx, .hessian = 1, .n_threads = o->n_threads};
-            if ((rc = qk_calib_collector_new(&c->col, m, &co)))
-                goto done;
-        }
-        if (out_t && (rc = output_begin(c, out_t)))
+        int64_t nx;
+        if (qk_mul_i64(c->n_chunks * c->n_ctx, cfg->n_embd, &nx) || !(c->x = malloc((size_t)nx * sizeof(float)))) {
+            rc = qk_error(QK_ENOMEM, "out of memory for the hidden states of %" PRId64 " calibration windows",
+                          c->n_chunks);
             goto done;
-        if (c->col || out_t) {
-            rc = run_windows(c, out_t != NULL);
-            if (!rc && out_t)
-                rc = output_end(c);
-            if (!rc && c->col)
-                rc = qk_calib_collector_finish(c->col, &c->collected);
-            qk_calib_collector_free(c->col);
-            c->col = NULL;
-            if (rc)
+        }
+        /* the output weighting: the full-precision model's probabilities
+         * (one full pass), when per-row Hessians are affordable */
+        const qk_model_tensor *out_t = o->output_rows ? qk_model_find(m, "output.weight") : NULL;
+        const double n_out = out_t ? (double)out_t->ne[0] : 0;
+        if (out_t && (double)qk_model_tensor_rows(out_t) * n_out * n_out * n_out > OUT_ROWS_MAX_WORK) {
+            qk_log(QK_LOG_INFO, "output.weight: %" PRId64 " x %" PRId64 " is too large for per-row Hessians; GPTQ "
+                   "uses the Hessian of its input", qk_model_tensor_rows(out_t), out_t->ne[0]);
+            out_t = NULL;
+        }
+        if (out_t) {
+            if ((rc = output_begin(c, out_t)) || (rc = run_windows(c, 1)) || (rc = output_end(c)))
                 goto done;
         }
     }
@@ -431,11 +630,15 @@ void qk_gptq_calib_free(qk_gptq_calib *c)
     if (!c)
         return;
     qk_calib_free(c->file);
-    qk_calib_free(c->collected);
-    qk_calib_collector_free(c->col);
+    free(c->fh);
     qk_forward_free(c->fwd);
+    qk_pool_free(c->pool);
+    free(c->xs);
+    free(c->tiles);
+    free(c->x);
+    for (int g = 0; g < GRP_COUNT; g++)
+        free(c->gh[g]);
     free(c->win);
-    free(c->seq_h);
     free(c->out_x);
     free(c->out_pos_off);
     free(c->out_ids);
@@ -457,7 +660,7 @@ void qk_gptq_calib_counts(const qk_gptq_calib *c, int64_t *passes, double *secon
 
 /* ----------------------------------------------------------- Hessians */
 
-static const double *identity(qk_gptq_calib *c, int64_t n)
+static double *identity(qk_gptq_calib *c, int64_t n)
 {
     if (c->ident_n != n) {
         free(c->ident);
@@ -471,64 +674,68 @@ static const double *identity(qk_gptq_calib *c, int64_t n)
     return c->ident;
 }
 
-static int from_set(const qk_calib *set, const char *what, const qk_model_tensor *t, const double **h)
+/* The file's Hessian for t, read into fh (kept while the next tensor shares it). */
+static int from_file(qk_gptq_calib *c, const qk_model_tensor *t, double **h)
 {
-    const qk_calib_entry *e = qk_calib_find(set, t->name);
-    if (!e)
-        return QK_ENOTFOUND;
-    if (e->n_in != t->ne[0])
-        return qk_error(QK_EFORMAT, "%s: the Hessian of '%s' is %" PRId64 " x %" PRId64 " but the tensor has %" PRId64
-                        " input columns (calibrated on another model?)", what, t->name, e->n_in, e->n_in, t->ne[0]);
-    *h = qk_calib_hessian(set, e);
-    if (!*h)
-        return qk_error(QK_ENOTFOUND, "%s: no Hessian for '%s' (make the file with qk-calibrate --hessian)", what,
-                        t->name);
+    int64_t owner;
+    int rc = file_owner(c, t, &owner);
+    if (rc)
+        return rc;
+    const int64_t n = t->ne[0];
+    if (c->fh_owner != owner) {
+        c->fh_owner = -1;
+        if (c->fh_n != n) {
+            free(c->fh);
+            c->fh_n = 0;
+            if (!(c->fh = malloc((size_t)(n * n) * sizeof(double))))
+                return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 " x %" PRId64 " Hessian", n, n);
+            c->fh_n = n;
+        }
+        if ((rc = qk_calib_read_hessian(c->file, owner, c->fh)))
+            return rc;
+        c->fh_owner = owner;
+    }
+    *h = c->fh;
     return 0;
 }
 
-/* Sequential: collect the input Hessian of (layer, group) on the model as
- * quantized so far. */
-static int collect_group(qk_gptq_calib *c, int64_t layer, int group, int64_t n)
+/* The output projection's input Hessian on the current model (layer-major end state). */
+static int output_shared(qk_gptq_calib *c, const qk_model_tensor *t, double **h)
 {
-    if (c->seq_layer == layer && c->seq_group == group)
-        return 0;
-    if (c->seq_n != n) {
-        free(c->seq_h);
-        c->seq_n = 0;
-        if (!(c->seq_h = malloc((size_t)(n * n) * sizeof(double))))
+    const int64_t n = t->ne[0];
+    if (!c->out_hshared || c->out_n != n) {
+        free(c->out_hshared);
+        c->out_n = n;
+        if (!(c->out_hshared = calloc((size_t)(n * n), sizeof(double))))
             return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 " x %" PRId64 " Hessian", n, n);
-        c->seq_n = n;
+        int rc = state_to(c, qk_model_cfg(c->m)->n_layer, 0);
+        c->out_h_collect = 1;
+        if (!rc)
+            rc = sweep(c, -1, 0);
+        c->out_h_collect = 0;
+        if (rc) {
+            free(c->out_hshared);
+            c->out_hshared = NULL;
+            return rc;
+        }
+        mirror_upper(c->out_hshared, n);
     }
-    memset(c->seq_h, 0, (size_t)(n * n) * sizeof(double));
-    c->seq_layer = layer;
-    c->seq_group = group;
-    c->seq_tokens = 0;
-    c->seq_collecting = 1;
-    int rc = run_windows(c, 0);
-    c->seq_collecting = 0;
-    if (!rc && c->seq_tokens == 0)
-        rc = qk_error(QK_EINVAL, "sequential calibration: layer %" PRId64 " was never reached", layer);
-    if (rc) {
-        c->seq_layer = -1;
-        return rc;
-    }
-    mirror_upper(c->seq_h, n);
+    *h = c->out_hshared;
     return 0;
 }
 
 typedef enum { H_SHARED, H_ROWS } hkind;
 
-static int hessian_for(qk_gptq_calib *c, const qk_model_tensor *t, const double **h, hkind *kind)
+static int hessian_for(qk_gptq_calib *c, const qk_model_tensor *t, double **h, hkind *kind)
 {
     *kind = H_SHARED;
     int64_t layer = -1;
-    int k = layer_kind(t->name, &layer);
-    if (k >= 0 && c->o.sequential) {
-        int rc = collect_group(c, layer, group_of(k), t->ne[0]);
-        *h = c->seq_h;
-        return rc;
-    }
-    int is_output = !strcmp(t->name, "output.weight");
+    const int k = layer_kind(t->name, &layer);
+    const int g = k >= 0 ? group_of(k) : -1;
+    const int is_output = !strcmp(t->name, "output.weight");
+    if (k >= 0 && layer >= qk_model_cfg(c->m)->n_layer)
+        return qk_error(QK_EFORMAT, "'%s': layer %" PRId64 " beyond the model's %" PRId64, t->name, layer,
+                        qk_model_cfg(c->m)->n_layer);
     if (is_output && c->out_ready) {
         int rc = finish_output_x(c);
         if (rc)
@@ -538,14 +745,28 @@ static int hessian_for(qk_gptq_calib *c, const qk_model_tensor *t, const double 
         *kind = H_ROWS;
         return 0;
     }
-    int rc = QK_ENOTFOUND;
-    if (c->file && (rc = from_set(c->file, c->o.calib_path, t, h)) != QK_ENOTFOUND)
-        return rc;
-    if (c->collected && (rc = from_set(c->collected, "calibration", t, h)) != QK_ENOTFOUND)
-        return rc;
+    if (k >= 0 && c->file)
+        return from_file(c, t, h);
+    if (k >= 0 && c->fwd) {
+        if (!(c->gh_layer == layer && (c->gh_mask & (1u << g)))) {
+            /* sequential: this group on the model quantized so far; else the
+             * whole layer's groups in one full-precision sweep */
+            int rc = c->o.sequential ? collect_layer(c, layer, 1u << g, g)
+                                     : collect_layer(c, layer, (1u << GRP_COUNT) - 1, -1);
+            if (rc)
+                return rc;
+        }
+        if (c->gn[g] != t->ne[0])
+            return qk_error(QK_EFORMAT, "'%s': %" PRId64 " input columns, the layer's input has %" PRId64, t->name,
+                            t->ne[0], c->gn[g]);
+        *h = c->gh[g];
+        return 0;
+    }
     if (k >= 0)
         return qk_error(QK_ENOTFOUND, "%s: no Hessian for '%s'", c->o.calib_path ? c->o.calib_path : "calibration",
                         t->name);
+    if (is_output && c->fwd && c->o.output_rows)
+        return output_shared(c, t, h);
     /* token_embd, or an output projection without statistics: rounding with a searched scale */
     if (!(*h = identity(c, t->ne[0])))
         return qk_error(QK_ENOMEM, "out of memory");
@@ -591,13 +812,13 @@ static int output_row_h(void *ctx, int64_t v, double *out)
 int qk_gptq_calib_tensor(qk_gptq_calib *c, const qk_model_tensor *t, const qk_gptq_opts *o, const float *w,
                          void *dst, float *deq, qk_pool *pool, qk_gptq_stats *st)
 {
-    const double *h = NULL;
+    double *h = NULL;
     hkind kind;
     int rc = hessian_for(c, t, &h, &kind);
     if (!rc)
         rc = kind == H_ROWS ? qk_gptq_quantize_rowwise(o, w, qk_model_tensor_rows(t), t->ne[0], output_row_h, c, dst,
                                                        deq, pool, st)
-                            : qk_gptq_quantize(o, w, qk_model_tensor_rows(t), t->ne[0], h, dst, deq, pool, st);
+                            : qk_gptq_quantize_inplace(o, w, qk_model_tensor_rows(t), t->ne[0], h, dst, deq, pool, st);
     return rc ? qk_error_prefix(rc, t->name) : 0;
 }
 
@@ -605,13 +826,13 @@ int qk_gptq_calib_tensor_layout(qk_gptq_calib *c, const qk_model_tensor *t, cons
                                 uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
                                 qk_gptq_stats *st)
 {
-    const double *h = NULL;
+    double *h = NULL;
     hkind kind;
     int rc = hessian_for(c, t, &h, &kind);
     if (!rc && kind == H_ROWS)
         rc = qk_error(QK_EUNSUPPORTED, "per-row Hessians are for ggml types");
     if (!rc)
-        rc = qk_gptq_quantize_layout(o, w, qk_model_tensor_rows(t), t->ne[0], h, q, scale, zero, deq, pool, st);
+        rc = qk_gptq_quantize_layout_inplace(o, w, qk_model_tensor_rows(t), t->ne[0], h, q, scale, zero, deq, pool, st);
     return rc ? qk_error_prefix(rc, t->name) : 0;
 }
 

@@ -5,7 +5,12 @@
  * read-only; rows are cut into fixed chunks of ROW_CHUNK rows (independent
  * of the thread count, so results are too), and each chunk runs the whole
  * GPTQ pass with its lazy-batch updates as single-threaded dgemm calls,
- * then the refinement and the decode check, one row at a time. */
+ * then the refinement (the chunk's rows side by side, so each part of the
+ * Hessian read serves all of them) and the decode check. The Hessian is
+ * the caller's, worked on in place (its diagonal restored); the one other
+ * n x n matrix is U. Cost per row: about n^2/2 multiply-adds for GPTQ,
+ * n^2 for the objective's gradient, and ~1.3 n^2 per refinement pass; per
+ * tensor 2/3 n^3 for the factorization. */
 #include "quantkit/gptq_method.h"
 
 #include <cblas.h>
@@ -19,14 +24,15 @@
 #include "quantkit/ggml_types.h"
 #include "quantkit/quantize.h"
 
-#define ROW_CHUNK 16
+#define ROW_CHUNK 64
 #define MAX_DAMP 10.0          /* give up beyond 1000% of the mean diagonal */
 #define PIVOT_RATIO 1e-10      /* a Cholesky pivot below this x mean diag counts as singular */
 
 /* LAPACK (OpenBLAS). The trailing length is gfortran's hidden CHARACTER
  * length; C implementations ignore it. */
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len, size_t diag_len);
 void openblas_set_num_threads(int);
 
 void qk_gptq_opts_default(qk_gptq_opts *o, int type)
@@ -44,7 +50,9 @@ int qk_gptq_supports(int type) { return gq_type_get(type) != NULL; }
  * original one. */
 typedef struct {
     int64_t n;
-    double *hd;      /* [n][n] H with dead columns fixed, + lambda I (the objective refinement uses) */
+    double *hd;      /* [n][n] H with dead columns fixed, + lambda I (the objective refinement uses): the
+                        caller's matrix, worked on in place; its diagonal is put back by hess_free */
+    double *diag0;   /* [n] the caller's diagonal */
     double *u;       /* [n][n] upper Cholesky factor of Hd^-1, permuted order; lower triangle 0 */
     double *cw;      /* [n] chooser weight of column c: 1 / U_pp^2, p = pos[c] */
     int64_t *perm, *pos;
@@ -56,9 +64,14 @@ typedef struct {
     int64_t n_dead;
 } gq_hess;
 
+/* Releases what hess_prepare allocated and restores the caller's matrix
+ * (only its diagonal was changed). */
 static void hess_free(gq_hess *hs)
 {
-    free(hs->hd);
+    if (hs->hd && hs->diag0)
+        for (int64_t i = 0; i < hs->n; i++)
+            hs->hd[i * hs->n + i] = hs->diag0[i];
+    free(hs->diag0);
     free(hs->u);
     free(hs->cw);
     free(hs->perm);
@@ -132,14 +145,11 @@ static int factor(gq_hess *hs, double lambda)
     const int64_t n = hs->n;
     int64_t m = 0;
     int64_t *live = malloc((size_t)n * sizeof *live);
-    /* with no dead column the factor is built in place in u (memory: n^2 doubles less) */
-    double *a = hs->n_dead ? malloc((size_t)(n - hs->n_dead) * (size_t)(n - hs->n_dead) * sizeof(double) + 8) : hs->u;
-    if (!live || !a) {
-        free(live);
-        if (a != hs->u)
-            free(a);
+    /* The live columns' m x m matrix is built compacted at the start of u
+     * and spread to its n x n place after factorization (no third matrix). */
+    double *a = hs->u;
+    if (!live)
         return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", n, n);
-    }
     for (int64_t p = 0; p < n; p++)
         if (!hs->dead[hs->perm[p]])
             live[m++] = p;
@@ -149,25 +159,38 @@ static int factor(gq_hess *hs, double lambda)
             a[i * m + k] = hr[hs->perm[live[k]]];
         a[i * m + i] += lambda - hs->lambda; /* hd already holds hs->lambda */
     }
-    /* Row-major a read as column-major is the same symmetric matrix; 'L'
-     * there is the row-major upper triangle, so after the last dpotrf the
-     * row-major upper triangle holds U with inv(A) = U^T U. */
+    /* U upper with inv(A) = U^T U. With J the reversal permutation, the
+     * Cholesky factor of J A J = L L^T gives A = V V^T with V = J L J upper,
+     * so U = V^-1 = J L^-1 J: one Cholesky and one triangular inverse
+     * (2/3 m^3 flops; factor, invert and factor again took 4/3 m^3). J X J
+     * of a row-major m x m matrix is its m^2 elements in reverse order.
+     * Row-major memory read as column-major is the transpose: LAPACK's 'U'
+     * there is the row-major lower triangle. */
     int mm = (int)m, info = 0, bad = 0;
     if (m > 0) {
-        dpotrf_("L", &mm, a, &mm, &info, 1);
+        const size_t mm2 = (size_t)m * (size_t)m;
+        for (size_t k = 0; k < mm2 / 2; k++) {
+            double tmp = a[k];
+            a[k] = a[mm2 - 1 - k];
+            a[mm2 - 1 - k] = tmp;
+        }
+        dpotrf_("U", &mm, a, &mm, &info, 1);
         bad = info != 0;
         for (int64_t i = 0; i < m && !bad; i++)
             bad = !(a[i * m + i] * a[i * m + i] > PIVOT_RATIO * hs->live_mean);
         if (!bad) {
-            dpotri_("L", &mm, a, &mm, &info, 1);
+            dtrtri_("U", "N", &mm, a, &mm, &info, 1, 1);
             bad = info != 0;
         }
         if (!bad) {
-            for (int64_t i = 0; i < m; i++)
-                for (int64_t k = 0; k < i; k++)
-                    a[i * m + k] = a[k * m + i];
-            dpotrf_("L", &mm, a, &mm, &info, 1);
-            bad = info != 0;
+            for (int64_t i = 0; i < m; i++) /* the row-major strict upper part still holds A */
+                for (int64_t k = i + 1; k < m; k++)
+                    a[i * m + k] = 0.0;
+            for (size_t k = 0; k < mm2 / 2; k++) {
+                double tmp = a[k];
+                a[k] = a[mm2 - 1 - k];
+                a[mm2 - 1 - k] = tmp;
+            }
         }
         for (int64_t i = 0; i < m && !bad; i++) {
             for (int64_t k = i; k < m; k++)
@@ -175,43 +198,56 @@ static int factor(gq_hess *hs, double lambda)
             bad |= !(a[i * m + i] > 0.0);
         }
     }
-    if (!bad && a == hs->u) {
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t k = 0; k < i; k++)
-                a[i * n + k] = 0.0;
-    } else if (!bad) {
+    if (!bad && m < n) {
+        /* spread a[i][k] (k >= i) to u[live[i]][live[k]], last first: the
+         * target index live[i]*n + live[k] >= i*m + k, so no element is
+         * overwritten before it is read */
         double *u = hs->u;
-        memset(u, 0, (size_t)n * (size_t)n * sizeof(double));
+        for (int64_t i = m - 1; i >= 0; i--)
+            for (int64_t k = m - 1; k >= i; k--)
+                u[live[i] * n + live[k]] = a[i * m + k];
+        uint8_t *is_live = calloc((size_t)n, 1);
+        if (!is_live) {
+            free(live);
+            return qk_error(QK_ENOMEM, "out of memory");
+        }
+        for (int64_t i = 0; i < m; i++)
+            is_live[live[i]] = 1;
         for (int64_t p = 0; p < n; p++)
-            if (hs->dead[hs->perm[p]]) {
+            for (int64_t q = 0; q < n; q++)
+                if (q < p || !is_live[p] || !is_live[q])
+                    u[p * n + q] = 0.0;
+        for (int64_t p = 0; p < n; p++)
+            if (!is_live[p]) {
                 const int64_t c = hs->perm[p];
                 u[p * n + p] = 1.0 / sqrt(hs->hd[c * n + c] + lambda - hs->lambda);
             }
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t k = i; k < m; k++)
-                u[live[i] * n + live[k]] = a[i * m + k];
+        free(is_live);
+    } else if (!bad) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < i; k++)
+                a[i * n + k] = 0.0;
     }
     free(live);
-    if (a != hs->u)
-        free(a);
     return bad;
 }
 
-/* Prepare h [n][n] (not modified) for GPTQ. bs: the block size (act order). */
-static int hess_prepare(gq_hess *hs, const double *h, int64_t n, int64_t bs, const qk_gptq_opts *o)
+/* Prepare h [n][n] for GPTQ, in place: h becomes hs->hd (its diagonal
+ * changes; hess_free puts it back, exactly). bs: the block size (act order). */
+static int hess_prepare(gq_hess *hs, double *h, int64_t n, int64_t bs, const qk_gptq_opts *o)
 {
     memset(hs, 0, sizeof *hs);
     hs->n = n;
     size_t nn = (size_t)n * (size_t)n;
-    hs->hd = malloc(nn * sizeof(double));
     hs->u = malloc(nn * sizeof(double));
+    hs->diag0 = malloc((size_t)n * sizeof(double));
     hs->cw = malloc((size_t)n * sizeof(double));
     hs->perm = malloc((size_t)n * sizeof(int64_t));
     hs->pos = malloc((size_t)n * sizeof(int64_t));
     hs->dead = calloc((size_t)n, 1);
     double *diag = malloc((size_t)n * sizeof(double));
     int rc = 0;
-    if (!hs->hd || !hs->u || !hs->cw || !hs->perm || !hs->pos || !hs->dead || !diag) {
+    if (!hs->diag0 || !hs->u || !hs->cw || !hs->perm || !hs->pos || !hs->dead || !diag) {
         rc = qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", n, n);
         goto done;
     }
@@ -241,7 +277,9 @@ static int hess_prepare(gq_hess *hs, const double *h, int64_t n, int64_t bs, con
     /* Dead columns (no input ever reached them) are decoupled: their H row
      * and column are 0; the diagonal gets the live mean so damping keeps
      * its scale, and the weights there are zeroed by the caller. */
-    memcpy(hs->hd, h, nn * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        hs->diag0[i] = h[i * n + i];
+    hs->hd = h;
     for (int64_t i = 0; i < n; i++) {
         if (hs->dead[i])
             hs->hd[i * n + i] = hs->live_mean;
@@ -315,124 +353,149 @@ static void job_fail(gq_job *j, int rc)
     }
 }
 
-/* Refinement of one row on the objective r^T Hd r (r = w0 - v): see the
- * header. g = Hd r is kept current. */
-static void refine_row(const gq_job *j, const gq_hess *hs, float *v, uint8_t *blk_row, double *g, double *phi)
+/* Refinement of the R rows of a chunk on the objective r^T Hd r (r = w0 -
+ * v): see the header. g = Hd r is kept current for every row. The rows are
+ * independent; they are refined side by side so that each row (or block
+ * of rows) of Hd read from memory serves all R of them: at 7B sizes Hd is
+ * 128 MB to 1.6 GB, and streaming it once per row was the whole cost.
+ * v [R][n], g [R][n], row i's blocks at blocks + i * row_bytes; phi
+ * [3 * GQ_MAX_BS], dvs [R][bs] scratch. */
+static void refine_rows(const gq_job *j, const gq_hess *hs, int64_t R, float *v, uint8_t *blocks, double *g,
+                        double *phi, double *dvs)
 {
     const gq_type *t = j->t;
     const int64_t n = j->n, bs = t->bs, nsub = bs / t->sub;
     const double *H = hs->hd;
     float nv[GQ_MAX_BS];
     uint8_t save[GQ_MAX_BS + 64];
+    gq_sub sps[ROW_CHUNK];
     for (int pass = 0; pass < j->o->refine; pass++) {
         /* 1. least-squares refit of each block's fp16 scales, codes fixed */
         for (int64_t kb = 0; kb < n / bs; kb++) {
-            uint8_t *blk = blk_row + kb * t->bytes;
             const int64_t c0 = kb * bs;
             const int np = t->n_theta;
-            /* phi[p][jj]: d value / d theta_p */
-            for (int64_t jj = 0; jj < bs; jj++) {
-                int s = (int)(jj / t->sub);
-                float ca, cb;
-                gq_sub sp;
-                t->coef(t, blk, s, &ca, &cb);
-                t->params(t, blk, s, &sp);
-                int q = t->get_code(t, blk, (int)jj);
-                phi[jj] = (double)ca * ((double)gq_lev(t, q) + sp.c);
-                phi[bs + jj] = cb;
-            }
-            /* A = Phi^T Hbb Phi, rhs = Phi^T g_b */
-            double A[2][2] = {{0, 0}, {0, 0}}, rhs[2] = {0, 0}, *hphi = phi + 2 * bs;
-            for (int p = 0; p < np; p++) {
-                cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, phi + p * bs, 1,
-                            0.0, hphi, 1);
-                for (int p2 = 0; p2 < np; p2++)
-                    A[p2][p] = cblas_ddot((int)bs, phi + p2 * bs, 1, hphi, 1);
-                rhs[p] = cblas_ddot((int)bs, phi + p * bs, 1, g + c0, 1);
-            }
-            double dt[2] = {0, 0};
-            if (np == 1) {
-                if (!(A[0][0] > 0))
-                    continue;
-                dt[0] = rhs[0] / A[0][0];
-            } else {
-                double det = A[0][0] * A[1][1] - A[0][1] * A[1][0];
-                if (!(det > 1e-300 * fabs(A[0][0] * A[1][1])) || !(A[0][0] > 0))
-                    continue;
-                dt[0] = (A[1][1] * rhs[0] - A[0][1] * rhs[1]) / det;
-                dt[1] = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det;
-            }
-            memcpy(save, blk, t->bytes);
-            for (int p = 0; p < np; p++)
-                gq_theta_set(t, blk, p, (float)(gq_theta_get(t, blk, p) + dt[p]));
-            int ok = 1;
-            for (int s = 0; s < nsub && ok; s++) {
-                gq_sub sp;
-                t->params(t, blk, s, &sp);
-                for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
-                    nv[jj] = gq_value(t, &sp, t->get_code(t, blk, (int)jj));
-                    if (!isfinite(nv[jj]))
-                        ok = 0;
+            int any = 0;
+            for (int64_t i = 0; i < R; i++) {
+                uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+                float *vr = v + i * n;
+                const double *gr = g + i * n;
+                double *dvi = dvs + i * bs;
+                memset(dvi, 0, (size_t)bs * sizeof(double));
+                /* phi[p][jj]: d value / d theta_p */
+                for (int64_t jj = 0; jj < bs; jj++) {
+                    int s = (int)(jj / t->sub);
+                    float ca, cb;
+                    gq_sub sp;
+                    t->coef(t, blk, s, &ca, &cb);
+                    t->params(t, blk, s, &sp);
+                    int q = t->get_code(t, blk, (int)jj);
+                    phi[jj] = (double)ca * ((double)gq_lev(t, q) + sp.c);
+                    phi[bs + jj] = cb;
                 }
+                /* A = Phi^T Hbb Phi, rhs = Phi^T g_b */
+                double A[2][2] = {{0, 0}, {0, 0}}, rhs[2] = {0, 0}, *hphi = phi + 2 * bs;
+                for (int p = 0; p < np; p++) {
+                    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n,
+                                phi + p * bs, 1, 0.0, hphi, 1);
+                    for (int p2 = 0; p2 < np; p2++)
+                        A[p2][p] = cblas_ddot((int)bs, phi + p2 * bs, 1, hphi, 1);
+                    rhs[p] = cblas_ddot((int)bs, phi + p * bs, 1, gr + c0, 1);
+                }
+                double dt[2] = {0, 0};
+                if (np == 1) {
+                    if (!(A[0][0] > 0))
+                        continue;
+                    dt[0] = rhs[0] / A[0][0];
+                } else {
+                    double det = A[0][0] * A[1][1] - A[0][1] * A[1][0];
+                    if (!(det > 1e-300 * fabs(A[0][0] * A[1][1])) || !(A[0][0] > 0))
+                        continue;
+                    dt[0] = (A[1][1] * rhs[0] - A[0][1] * rhs[1]) / det;
+                    dt[1] = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det;
+                }
+                memcpy(save, blk, t->bytes);
+                for (int p = 0; p < np; p++)
+                    gq_theta_set(t, blk, p, (float)(gq_theta_get(t, blk, p) + dt[p]));
+                int ok = 1;
+                for (int s = 0; s < nsub && ok; s++) {
+                    gq_sub sp;
+                    t->params(t, blk, s, &sp);
+                    for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
+                        nv[jj] = gq_value(t, &sp, t->get_code(t, blk, (int)jj));
+                        if (!isfinite(nv[jj]))
+                            ok = 0;
+                    }
+                }
+                /* change of the objective: -2 dv^T g_b + dv^T Hbb dv */
+                double delta = 0;
+                for (int64_t a = 0; a < bs; a++)
+                    dvi[a] = ok ? (double)nv[a] - vr[c0 + a] : 0.0;
+                if (ok) {
+                    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, dvi, 1,
+                                0.0, hphi, 1);
+                    delta = cblas_ddot((int)bs, dvi, 1, hphi, 1) - 2 * cblas_ddot((int)bs, dvi, 1, gr + c0, 1);
+                }
+                if (!ok || !(delta < 0)) {
+                    memcpy(blk, save, t->bytes);
+                    memset(dvi, 0, (size_t)bs * sizeof(double));
+                    continue;
+                }
+                for (int64_t a = 0; a < bs; a++)
+                    vr[c0 + a] = nv[a];
+                any = 1;
             }
-            /* change of the objective: -2 dv^T g_b + dv^T Hbb dv */
-            double *dv = phi, delta = 0;
-            for (int64_t a = 0; a < bs; a++)
-                dv[a] = ok ? (double)nv[a] - v[c0 + a] : 0.0;
-            if (ok) {
-                cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, dv, 1, 0.0,
-                            hphi, 1);
-                delta = cblas_ddot((int)bs, dv, 1, hphi, 1) - 2 * cblas_ddot((int)bs, dv, 1, g + c0, 1);
-            }
-            if (!ok || !(delta < 0)) {
-                memcpy(blk, save, t->bytes);
-                continue;
-            }
-            /* g -= H[:, block] dv (rows of H by symmetry) */
-            cblas_dgemv(CblasRowMajor, CblasTrans, (int)bs, (int)n, -1.0, H + c0 * n, (int)n, dv, 1, 1.0, g, 1);
-            for (int64_t a = 0; a < bs; a++)
-                v[c0 + a] = nv[a];
+            /* g -= dv H[block rows, :] for every row at once (rows not refit have dv = 0) */
+            if (any)
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)bs, -1.0, dvs, (int)bs,
+                            H + c0 * n, (int)n, 1.0, g, (int)n);
         }
         /* 2. coordinate descent over codes: the unconstrained optimum of
          * element c given the others is v_c + g_c / H_cc; try the code
-         * nearest to it and the two neighbours of the current code */
+         * nearest to it and the two neighbours of the current code. Each
+         * row's steps are in the same order as alone; row c of H is read
+         * once for all rows. */
         for (int64_t kb = 0; kb < n / bs; kb++) {
-            uint8_t *blk = blk_row + kb * t->bytes;
             for (int s = 0; s < nsub; s++) {
-                gq_sub sp;
-                t->params(t, blk, s, &sp);
+                for (int64_t i = 0; i < R; i++)
+                    t->params(t, blocks + (size_t)i * j->row_bytes + kb * t->bytes, s, &sps[i]);
                 for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
                     const int64_t c = kb * bs + jj;
                     const double hcc = H[c * n + c];
                     if (!(hcc > 0))
                         continue;
-                    int q0 = t->get_code(t, blk, (int)jj), cand[3], best_q = q0;
-                    float tv;
-                    cand[0] = gq_nearest(t, &sp, (float)(v[c] + g[c] / hcc), &tv);
-                    cand[1] = q0 - 1;
-                    cand[2] = q0 + 1;
-                    double best = 0;
-                    float best_v = v[c];
-                    for (int k = 0; k < 3; k++) {
-                        if (cand[k] < 0 || cand[k] >= t->nlev || cand[k] == q0)
-                            continue;
-                        float cv = gq_value(t, &sp, cand[k]);
-                        double dv = (double)cv - v[c];
-                        double d = dv * dv * hcc - 2 * dv * g[c];
-                        if (d < best) {
-                            best = d;
-                            best_q = cand[k];
-                            best_v = cv;
-                        }
-                    }
-                    if (best_q == q0)
-                        continue;
-                    double dv = (double)best_v - v[c];
                     const double *hc = H + c * n;
-                    for (int64_t k = 0; k < n; k++)
-                        g[k] -= dv * hc[k];
-                    v[c] = best_v;
-                    t->set_code(t, blk, (int)jj, best_q);
+                    for (int64_t i = 0; i < R; i++) {
+                        uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+                        float *vr = v + i * n;
+                        double *gr = g + i * n;
+                        const gq_sub *sp = &sps[i];
+                        int q0 = t->get_code(t, blk, (int)jj), cand[3], best_q = q0;
+                        float tv;
+                        cand[0] = gq_nearest(t, sp, (float)(vr[c] + gr[c] / hcc), &tv);
+                        cand[1] = q0 - 1;
+                        cand[2] = q0 + 1;
+                        double best = 0;
+                        float best_v = vr[c];
+                        for (int k = 0; k < 3; k++) {
+                            if (cand[k] < 0 || cand[k] >= t->nlev || cand[k] == q0)
+                                continue;
+                            float cv = gq_value(t, sp, cand[k]);
+                            double dv = (double)cv - vr[c];
+                            double d = dv * dv * hcc - 2 * dv * gr[c];
+                            if (d < best) {
+                                best = d;
+                                best_q = cand[k];
+                                best_v = cv;
+                            }
+                        }
+                        if (best_q == q0)
+                            continue;
+                        double dv = (double)best_v - vr[c];
+                        for (int64_t k = 0; k < n; k++)
+                            gr[k] -= dv * hc[k];
+                        vr[c] = best_v;
+                        t->set_code(t, blk, (int)jj, best_q);
+                    }
                 }
             }
         }
@@ -445,6 +508,18 @@ static double row_objective(const gq_hess *hs, const double *r, const double *g)
     double e = 0;
     for (int64_t k = 0; k < hs->n; k++) {
         e += r[k] * g[k] - hs->lambda * r[k] * r[k];
+        if (hs->dead[k])
+            e -= hs->live_mean * r[k] * r[k];
+    }
+    return e;
+}
+
+/* The same from r^T Hd r already known (quad). */
+static double row_objective_from(const gq_hess *hs, const double *r, double quad)
+{
+    double e = quad;
+    for (int64_t k = 0; k < hs->n; k++) {
+        e -= hs->lambda * r[k] * r[k];
         if (hs->dead[k])
             e -= hs->live_mean * r[k] * r[k];
     }
@@ -464,10 +539,12 @@ static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
     double *g = malloc(rn * sizeof(double));         /* [R][n] Hd (w0 - v) */
     double *r = malloc((size_t)n * sizeof(double));
     double *phi = malloc(3 * GQ_MAX_BS * sizeof(double));
+    double *dvs = malloc((size_t)R * GQ_MAX_BS * sizeof(double)); /* [R][bs] refinement steps */
+    double *esum = calloc((size_t)R, sizeof(double));              /* [R] sum of squared scaled errors */
     float *v = malloc(rn * sizeof(float));           /* [R][n] chosen values, original order */
     float xb[GQ_MAX_BS], wb[GQ_MAX_BS], dec[GQ_MAX_BS];
     int rc = 0;
-    if (!wp || !err || !w0 || !g || !r || !phi || !v) {
+    if (!wp || !err || !w0 || !g || !r || !phi || !dvs || !esum || !v) {
         rc = qk_error(QK_ENOMEM, "out of memory for GPTQ rows of %" PRId64 " columns", n);
         goto done;
     }
@@ -516,6 +593,7 @@ static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
                 const double *ur = U + p * n;
                 const double e = (wr[p] - val) / ur[p];
                 err[i * bw + (p - b0)] = e;
+                esum[i] += e * e;
                 for (int64_t k = p + 1; k < b1; k++)
                     wr[k] -= e * ur[k];
             }
@@ -526,22 +604,29 @@ static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
     }
     if (rc)
         goto done;
-    /* g = (w0 - v) Hd for all rows at once */
     for (size_t k = 0; k < rn; k++)
         wp[k] = w0[k] - (double)v[k];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)n, 1.0, wp, (int)n, hs->hd, (int)n,
-                0.0, g, (int)n);
+    if (j->o->refine > 0) {
+        /* g = (w0 - v) Hd for all rows at once (n^2 per row), kept current by the refinement */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)n, 1.0, wp, (int)n, hs->hd,
+                    (int)n, 0.0, g, (int)n);
+        for (int64_t i = 0; i < R; i++)
+            j->err_gptq[r0 + i] = row_objective(hs, wp + i * n, g + i * n);
+        refine_rows(j, hs, R, v, j->blocks + (size_t)r0 * j->row_bytes, g, phi, dvs);
+    } else {
+        /* The GPTQ pass's own account: r = w0 - v = U^T e (permuted order),
+         * and U Hd U^T = I, so r^T Hd r = sum e^2; O(n) instead of n^2. */
+        for (int64_t i = 0; i < R; i++)
+            j->err_gptq[r0 + i] = row_objective_from(hs, wp + i * n, esum[i]);
+    }
     for (int64_t i = 0; i < R && !rc; i++) {
         const int64_t row = r0 + i;
         uint8_t *brow = j->blocks + (size_t)row * j->row_bytes;
         float *vr = v + i * n;
         double *gr = g + i * n;
-        j->err_gptq[row] = row_objective(hs, wp + i * n, gr);
-        if (j->o->refine > 0)
-            refine_row(j, hs, vr, brow, gr, phi);
         for (int64_t k = 0; k < n; k++)
             r[k] = w0[i * n + k] - (double)vr[k];
-        j->err[row] = row_objective(hs, r, gr);
+        j->err[row] = j->o->refine > 0 ? row_objective(hs, r, gr) : j->err_gptq[row];
         /* the bytes must decode to exactly the values used */
         for (int64_t kb = 0; kb < n / bs && !rc; kb++) {
             gq_decode(t, brow + kb * t->bytes, dec);
@@ -564,6 +649,8 @@ done:
     free(g);
     free(r);
     free(phi);
+    free(dvs);
+    free(esum);
     free(v);
     return rc;
 }
@@ -626,9 +713,10 @@ static int check_args(const qk_gptq_opts *o, const gq_type *t, const float *w, i
     return 0;
 }
 
-/* Shared driver: blocks (rows x row_bytes) out, internal format of t. */
+/* Shared driver: blocks (rows x row_bytes) out, internal format of t. h
+ * (shared Hessian) is worked on in place and restored. */
 static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64_t rows, int64_t cols,
-                  const double *h, qk_gptq_row_hessian_fn row_h, void *row_ctx, uint8_t *blocks, float *deq,
+                  double *h, qk_gptq_row_hessian_fn row_h, void *row_ctx, uint8_t *blocks, float *deq,
                   qk_pool *pool, qk_gptq_stats *st)
 {
     double t0 = qk_now();
@@ -653,14 +741,21 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
         rc = qk_error(QK_ENOMEM, "out of memory");
         goto done;
     }
-    openblas_set_num_threads(1); /* the pool parallelises over rows */
     if (!row_h) {
-        if ((rc = hess_prepare(&hs, h, cols, t->bs, o)))
+        /* the factorization (2/3 n^3: ~45 s on one core for a 14336-column
+         * ffn_down) on OpenBLAS's threads while the pool is idle (its
+         * blocked algorithm splits each update by columns: the same sums,
+         * whatever the thread count); the row chunks on the pool's */
+        openblas_set_num_threads(qk_pool_size(pool));
+        rc = hess_prepare(&hs, h, cols, t->bs, o);
+        openblas_set_num_threads(1);
+        if (rc)
             goto done;
         have_hs = 1;
         j.shared = &hs;
         qk_pool_run(pool, (rows + ROW_CHUNK - 1) / ROW_CHUNK, 1, task_shared, &j);
     } else {
+        openblas_set_num_threads(1); /* the pool parallelises over rows */
         qk_pool_run(pool, rows, 1, task_rowwise, &j);
     }
     if (j.failed) {
@@ -697,12 +792,35 @@ done:
     return rc;
 }
 
-int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
-                     float *deq, qk_pool *pool, qk_gptq_stats *st)
+/* A working copy of a caller's const Hessian. */
+static int dup_hessian(const double *h, int64_t n, double **out)
+{
+    size_t nn = (size_t)n * (size_t)n;
+    if (n <= 0 || !(*out = malloc(nn * sizeof(double))))
+        return n <= 0 ? qk_error(QK_EINVAL, "GPTQ: %" PRId64 " columns", n)
+                      : qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", n, n);
+    memcpy(*out, h, nn * sizeof(double));
+    return 0;
+}
+
+int qk_gptq_quantize_inplace(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, double *h, void *dst,
+                             float *deq, qk_pool *pool, qk_gptq_stats *st)
 {
     if (o->type == QK_GPTQ_LAYOUT)
         return qk_error(QK_EINVAL, "the GPTQ layout is written with qk_gptq_quantize_layout");
     return gq_run(o, gq_type_get(o->type), w, rows, cols, h, NULL, NULL, dst, deq, pool, st);
+}
+
+int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
+                     float *deq, qk_pool *pool, qk_gptq_stats *st)
+{
+    double *hw = NULL;
+    int rc = o->type == QK_GPTQ_LAYOUT ? qk_gptq_quantize_inplace(o, w, rows, cols, NULL, dst, deq, pool, st)
+                                       : dup_hessian(h, cols, &hw);
+    if (!rc && hw)
+        rc = qk_gptq_quantize_inplace(o, w, rows, cols, hw, dst, deq, pool, st);
+    free(hw);
+    return rc;
 }
 
 int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols,
@@ -717,6 +835,18 @@ int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows
 int qk_gptq_quantize_layout(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h,
                             uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
                             qk_gptq_stats *st)
+{
+    double *hw = NULL;
+    int rc = dup_hessian(h, cols, &hw);
+    if (!rc)
+        rc = qk_gptq_quantize_layout_inplace(o, w, rows, cols, hw, q, scale, zero, deq, pool, st);
+    free(hw);
+    return rc;
+}
+
+int qk_gptq_quantize_layout_inplace(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, double *h,
+                                    uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
+                                    qk_gptq_stats *st)
 {
     if (o->type != QK_GPTQ_LAYOUT || (o->layout_bits != 4 && o->layout_bits != 8) || o->layout_group <= 0 ||
         o->layout_group > GQ_MAX_BS)

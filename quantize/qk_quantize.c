@@ -31,6 +31,7 @@ typedef struct {
     qk_quant_params qp;
     long long pad_ffn;
     int allow_requantize, allow_nonfinite;
+    int no_verify;           /* --no-verify: skip the input's quantkit checksums */
     int threads;
     int json, quiet;
     int format;              /* FORMAT_* */
@@ -133,6 +134,7 @@ static void usage(void)
            "      --vocab FILE           tokenizer for llama2.c inputs\n"
            "      --allow-requantize     accept already-quantized input tensors\n"
            "      --allow-nonfinite      replace NaN/Inf weights by 0 instead of refusing them\n"
+           "      --no-verify            skip checking the input's quantkit checksums (quantkit.tensor_xxh3)\n"
            "  -t, --threads N            worker threads (default: all CPUs)\n"
            "      --json                 report as JSON on stdout\n"
            "  -q, --quiet                no report\n"
@@ -755,6 +757,30 @@ static void alloc_print(const opts_t *o, const qk_alloc_result *r, uint64_t file
     printf("\n");
 }
 
+/* Open the input; a GGUF that carries quantkit checksums (quantkit.tensor_xxh3)
+ * is checked first, so a corrupted file is refused instead of quantized into
+ * an output with fresh, valid checksums. */
+static int open_model(const opts_t *o, qk_model **out, const qk_model_opts *mo)
+{
+    int rc = qk_model_open(out, o->input, mo);
+    const qk_gguf *g = rc ? NULL : qk_model_gguf(*out);
+    if (g && !o->no_verify) {
+        rc = qk_gguf_verify_checksums(g);
+        if (rc == QK_ENOTFOUND) /* not written by quantkit: nothing to check */
+            rc = 0;
+        else if (rc) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", qk_errmsg());
+            qk_error(rc, "%s (--no-verify to quantize it anyway)", msg);
+        }
+    }
+    if (rc) {
+        qk_model_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 static int run(opts_t *o)
 {
     qk_model *m = NULL;
@@ -781,7 +807,7 @@ static int run(opts_t *o)
     double t0 = qk_now();
 
     qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
-    int rc = qk_model_open(&m, o->input, &mo);
+    int rc = open_model(o, &m, &mo);
     if (rc)
         goto done;
     int64_t nt = qk_model_n_tensors(m);
@@ -1139,7 +1165,7 @@ static int run_gptq(opts_t *o)
     gptq_producer gp = {.o = o};
     double t0 = qk_now();
     qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
-    int rc = qk_model_open(&m, o->input, &mo);
+    int rc = open_model(o, &m, &mo);
     if (rc || (rc = check_requantize(o, m)) || (rc = qk_pool_create(&pool, o->threads)))
         goto done;
     int64_t nt = qk_model_n_tensors(m);
@@ -1276,6 +1302,30 @@ static int parse_type(const char *opt, const char *s, int *out)
     return 0;
 }
 
+/* quantkit.options: the command line without the options that cannot change
+ * the output (threads, reporting), so the same inputs and options give the
+ * same bytes whatever -t says (docs/SECURITY.md, determinism). */
+static void cmdline_record(char *out, size_t cap, int argc, char **argv)
+{
+    static const char *const drop[] = {"-q", "--quiet", "-v", "--verbose", "--progress", "--json"};
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i < argc && k + 2 < cap; i++) {
+        const char *a = argv[i];
+        int skip = 0;
+        if (i > 0 && (!strcmp(a, "-t") || !strcmp(a, "--threads"))) {
+            i++; /* and its value */
+            continue;
+        }
+        if (i > 0 && ((!strncmp(a, "-t", 2) && a[2] >= '0' && a[2] <= '9') || !strncmp(a, "--threads=", 10)))
+            continue;
+        for (size_t d = 0; i > 0 && d < sizeof drop / sizeof *drop; d++)
+            skip |= !strcmp(a, drop[d]);
+        if (!skip)
+            k += (size_t)snprintf(out + k, cap - k, "%s%s", k ? " " : "", a);
+    }
+}
+
 int main(int argc, char **argv)
 {
     qk_tool_init("qk-quantize");
@@ -1290,13 +1340,12 @@ int main(int argc, char **argv)
     o.refine = 2;
     o.calib_ctx = 128;
     o.awq_grid = QK_AWQ_GRID;
-    size_t k = 0;
-    for (int i = 0; i < argc && k + 2 < sizeof o.cmdline; i++)
-        k += (size_t)snprintf(o.cmdline + k, sizeof o.cmdline - k, "%s%s", i ? " " : "", argv[i]);
+    cmdline_record(o.cmdline, sizeof o.cmdline, argc, argv);
     enum { O_PURE = 1000, O_TT, O_OUT, O_EMB, O_PAD, O_VOCAB, O_REQ, O_NONFIN, O_JSON, O_PROG, O_VERSION,
            O_FORMAT, O_BITS, O_GROUP, O_SYM, O_ASYM, O_FORCE, O_IMATRIX, O_IMX_MISMATCH,
            O_METHOD, O_CALIB, O_CALIB_TEXT, O_CALIB_CTX, O_CALIB_CHUNKS, O_DAMP, O_ACT_ORDER, O_SEQUENTIAL, O_REFINE,
-           O_TARGET_SIZE, O_TARGET_BPW, O_TYPES, O_ALLOC_ROWS, O_ALLOC_MEASURE, O_AWQ_GRID, O_AWQ_ALPHA };
+           O_TARGET_SIZE, O_TARGET_BPW, O_TYPES, O_ALLOC_ROWS, O_ALLOC_MEASURE, O_AWQ_GRID, O_AWQ_ALPHA,
+           O_NOVERIFY };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"format", required_argument, 0, O_FORMAT},
         {"bits", required_argument, 0, O_BITS},     {"group-size", required_argument, 0, O_GROUP},
@@ -1317,6 +1366,7 @@ int main(int argc, char **argv)
         {"output-type", required_argument, 0, O_OUT}, {"embed-type", required_argument, 0, O_EMB},
         {"pad-ffn", required_argument, 0, O_PAD},   {"vocab", required_argument, 0, O_VOCAB},
         {"allow-requantize", no_argument, 0, O_REQ}, {"allow-nonfinite", no_argument, 0, O_NONFIN},
+        {"no-verify", no_argument, 0, O_NOVERIFY},
         {"threads", required_argument, 0, 't'},     {"json", no_argument, 0, O_JSON},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"progress", no_argument, 0, O_PROG},       {"help", no_argument, 0, 'h'},
@@ -1460,6 +1510,7 @@ int main(int argc, char **argv)
         case O_VOCAB: o.vocab = optarg; break;
         case O_REQ: o.allow_requantize = 1; break;
         case O_NONFIN: o.allow_nonfinite = 1; break;
+        case O_NOVERIFY: o.no_verify = 1; break;
         case 't':
             if (qk_tool_parse_int("--threads", optarg, 1, 1024, &v))
                 return QK_EXIT_USAGE;

@@ -496,6 +496,9 @@ START_TEST(test_gptq_method_tool_sequential_and_export)
     eval_quant(src, out, NULL, &kld, &top, &ppl);
     fprintf(stderr, "pad192 GPTQ IQ4_NL --sequential --act-order: KLD %.5f\n", kld);
     ck_assert(kld <= 0.061);
+    /* the layer-major path is no worse than re-running every pass from the
+     * embeddings was (KLD 0.04854 with the same options) */
+    ck_assert_msg(kld <= 0.04854 * 1.01, "sequential KLD %.5f", kld);
     /* the GPTQ safetensors export with GPTQ codes beats its RTN export */
     const char *d1 = qk_test_tmp("gm-rtn-dir"), *d2 = qk_test_tmp("gm-gptq-dir");
     const char *tool = qk_test_tool("qk-quantize");
@@ -517,6 +520,96 @@ START_TEST(test_gptq_method_tool_sequential_and_export)
 }
 END_TEST
 
+/* qk_gptq_quantize_inplace works on the caller's Hessian and puts it back
+ * bit for bit (dead columns and raised damping included), with the same
+ * bytes as qk_gptq_quantize. */
+START_TEST(test_gptq_method_inplace_restores_hessian)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        /* 0: full rank; 1: 32 dead columns; 2: singular beyond them, damping 0 (raised) */
+        layer L = make_layer(11 + variant, 24, 256, variant == 2 ? 40 : 600, variant ? 32 : 0);
+        qk_gptq_opts o;
+        qk_gptq_opts_default(&o, variant == 1 ? QK_TYPE_IQ4_NL : QK_TYPE_Q4_K);
+        o.act_order = variant == 1;
+        if (variant == 2)
+            o.damp = 0;
+        size_t rb, nn = (size_t)(L.cols * L.cols);
+        qk_type_row_bytes(o.type, L.cols, &rb);
+        uint8_t *d1 = malloc(rb * (size_t)L.rows), *d2 = malloc(rb * (size_t)L.rows);
+        float *q1 = malloc(sizeof(float) * (size_t)(L.rows * L.cols)), *q2 = malloc(sizeof(float) * (size_t)(L.rows * L.cols));
+        double *h = malloc(nn * sizeof(double));
+        memcpy(h, L.h, nn * sizeof(double));
+        qk_gptq_stats s1, s2;
+        ck_assert_int_eq(qk_gptq_quantize(&o, L.w, L.rows, L.cols, L.h, d1, q1, NULL, &s1), 0);
+        ck_assert_int_eq(qk_gptq_quantize_inplace(&o, L.w, L.rows, L.cols, h, d2, q2, NULL, &s2), 0);
+        ck_assert_msg(!memcmp(h, L.h, nn * sizeof(double)), "variant %d: the Hessian was not restored", variant);
+        ck_assert_msg(!memcmp(d1, d2, rb * (size_t)L.rows), "variant %d: in-place bytes differ", variant);
+        ck_assert(s1.err == s2.err && s1.n_raises == s2.n_raises && s1.n_dead == s2.n_dead);
+        ck_assert_int_eq(s2.n_dead, variant ? 32 : 0);
+        if (variant == 2)
+            ck_assert_int_gt(s2.n_raises, 0);
+        /* restored after a failure too */
+        L.w[3] = NAN;
+        ck_assert_int_eq(qk_gptq_quantize_inplace(&o, L.w, L.rows, L.cols, h, d2, q2, NULL, &s2), QK_ENONFINITE);
+        ck_assert(!memcmp(h, L.h, nn * sizeof(double)));
+        free(d1);
+        free(d2);
+        free(q1);
+        free(q2);
+        free(h);
+        free_layer(&L);
+    }
+}
+END_TEST
+
+/* Sequential GPTQ runs layer by layer on the carried hidden states: its
+ * forward work is O(layers) (at most 6 sweeps of one layer or block per
+ * layer; re-running every pass from the embeddings took 4 passes of up to
+ * n_layer layers per layer), and q/k/v share one collection. */
+START_TEST(test_gptq_method_sequential_sweeps_are_linear)
+{
+    QK_REQUIRE_DATA(src, G "stories260K-pad192-f32.gguf");
+    QK_REQUIRE_DATA(text, CALIB_TEXT);
+    qk_model *m = NULL;
+    ck_assert_int_eq(qk_model_open(&m, src, NULL), 0);
+    const int64_t L = qk_model_cfg(m)->n_layer;
+    qk_gptq_calib *gc = NULL;
+    qk_gptq_calib_opts co = {.text_path = text, .n_ctx = 128, .max_chunks = 24, .sequential = 1, .n_threads = 2};
+    ck_assert_int_eq(qk_gptq_calib_new(&gc, m, &co), 0);
+    qk_gptq_opts o;
+    qk_gptq_opts_default(&o, QK_TYPE_IQ4_NL);
+    int64_t passes = 0, after_q = -1, after_v = -1;
+    double secs;
+    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        if (t->n_dims < 2 || !strncmp(t->name, "token_embd", 10) || !strncmp(t->name, "output", 6))
+            continue;
+        const int64_t rows = qk_model_tensor_rows(t), cols = t->ne[0];
+        size_t rb;
+        qk_type_row_bytes(o.type, cols, &rb);
+        float *w = malloc(sizeof(float) * (size_t)(rows * cols)), *deq = malloc(sizeof(float) * (size_t)(rows * cols));
+        uint8_t *q = malloc(rb * (size_t)rows);
+        ck_assert_int_eq(qk_model_rows_f32(m, t, 0, rows, w), 0);
+        qk_gptq_stats st;
+        ck_assert_msg(qk_gptq_calib_tensor(gc, t, &o, w, q, deq, NULL, &st) == 0, "%s", qk_errmsg());
+        ck_assert_int_eq(qk_gptq_calib_quantized(gc, t, deq), 0);
+        qk_gptq_calib_counts(gc, &passes, &secs);
+        if (!strcmp(t->name, "blk.1.attn_q.weight"))
+            after_q = passes;
+        if (!strcmp(t->name, "blk.1.attn_v.weight"))
+            after_v = passes;
+        free(w);
+        free(deq);
+        free(q);
+    }
+    fprintf(stderr, "sequential GPTQ on %lld layers: %lld layer sweeps\n", (long long)L, (long long)passes);
+    ck_assert_int_eq(after_q, after_v);
+    ck_assert_msg(passes <= 6 * L, "%lld sweeps for %lld layers", (long long)passes, (long long)L);
+    qk_gptq_calib_free(gc);
+    qk_model_close(m);
+}
+END_TEST
+
 Suite *qk_test_suite_gptq_method(void)
 {
     Suite *s = suite_create("gptq_method");
@@ -526,6 +619,7 @@ Suite *qk_test_suite_gptq_method(void)
     tcase_add_test(tc, test_gptq_method_layout_beats_rtn);
     tcase_add_test(tc, test_gptq_method_singular_hessian_raises_damping);
     tcase_add_test(tc, test_gptq_method_deterministic_threads);
+    tcase_add_test(tc, test_gptq_method_inplace_restores_hessian);
     suite_add_tcase(s, tc);
     TCase *tt = tcase_create("tools");
     tcase_set_timeout(tt, 300);
@@ -533,6 +627,7 @@ Suite *qk_test_suite_gptq_method(void)
     tcase_add_test(tt, test_gptq_method_kld_target_pad256_q4k);
     tcase_add_test(tt, test_gptq_method_tool_calib_file_and_errors);
     tcase_add_test(tt, test_gptq_method_tool_sequential_and_export);
+    tcase_add_test(tt, test_gptq_method_sequential_sweeps_are_linear);
     suite_add_tcase(s, tt);
     return s;
 }

@@ -16,7 +16,8 @@
  * address space at start; the tools then still must refuse the files, and ASan
  * reports any allocation of the sizes the files claim. Wall time is not
  * asserted (it is measured in docs/SECURITY.md); a hang fails through
- * `timeout` (exit 124) or the test case's timeout. */
+ * `timeout` (exit 124; 137 if SIGTERM does not end it within 10 s) or the
+ * test case's timeout. */
 #include "qk_test.h"
 
 #include <stdarg.h>
@@ -115,7 +116,7 @@ static int run_limited(char **err, const char *fmt, ...)
     char limit[64];
     snprintf(limit, sizeof limit, "ulimit -v %d && ", LIMIT_KB);
 #endif
-    return qk_test_run(NULL, err, "%sOPENBLAS_NUM_THREADS=1 timeout 120 %s", limit, cmd);
+    return qk_test_run(NULL, err, "%sOPENBLAS_NUM_THREADS=1 timeout -k 10 120 %s", limit, cmd);
 }
 
 /* The tool must exit 1 (not be killed, not succeed) with `msg` in its one

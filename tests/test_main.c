@@ -5,7 +5,7 @@
 #define QK_SUITES(X) \
     X(common) X(half) X(ggml_types) X(gguf) X(safetensors) X(llama2c) X(vocab) \
     X(blocks) X(model) X(convert) X(inspect) X(quantize) X(tokenizer) X(forward) \
-    X(gptq) X(eval) X(calibrate) X(gptq_method) X(alloc) X(awq) X(limits) X(tools)
+    X(gptq) X(eval) X(calibrate) X(gptq_method) X(alloc) X(awq) X(limits) X(crash) X(tools)
 
 #define DECLARE(m) Suite *qk_test_suite_##m(void) __attribute__((weak));
 QK_SUITES(DECLARE)

@@ -41,7 +41,9 @@ typedef struct qk_calib_entry {
     double *sum_x;      /* [n_in] sum over tokens of x_j (optional, NULL if absent) */
     double *absmax;     /* [n_in] max |x_j| (optional, for AWQ) */
     int64_t hessian_of; /* index of the entry that holds this input's Hessian; -1 none; == own index: here */
-    double *xtx;        /* [n_in * n_in] sum of x x^T (row-major, symmetric), when hessian_of == own index */
+    double *xtx;        /* [n_in * n_in] sum of x x^T (row-major, symmetric), when hessian_of == own index
+                           (NULL in a set from qk_calib_open: see xtx_at) */
+    uint64_t xtx_at;    /* qk_calib_open: where the Hessian is in the file (0: none there) */
 } qk_calib_entry;
 
 typedef struct qk_calib {
@@ -54,6 +56,7 @@ typedef struct qk_calib {
     int64_t n_ctx;       /* window length (0 unknown, e.g. read from a .dat) */
     int64_t n_chunks;    /* windows accumulated (a .dat stores llama.cpp's last ncall here) */
     char *dataset;       /* calibration text file name (may be NULL) */
+    void *src;           /* qk_calib_open: the mapped file the Hessians stay in (private) */
 } qk_calib;
 
 /* An empty set (n = 0); free with qk_calib_free. */
@@ -86,6 +89,8 @@ typedef struct qk_calib_opts {
     int output;          /* also collect output.weight (untied models; llama-imatrix --process-output):
                             the forward pass must then compute logits for every position */
     int n_threads;       /* for the Hessian updates; <= 0: all CPUs */
+    int hessian_per_layer; /* with hessian: allocate a layer's Hessians only while qk_calib_collect_layers
+                              runs that layer (the only way to collect with this set) */
 } qk_calib_opts;
 
 typedef struct qk_calib_collector qk_calib_collector;
@@ -108,6 +113,37 @@ int qk_calib_hook(void *collector, const qk_linear_event *ev);
 int qk_calib_collector_finish(qk_calib_collector *c, qk_calib **out);
 void qk_calib_collector_free(qk_calib_collector *c);
 
+/* Layer-major collection: the n_win windows win [n_win][n_ctx] (n_ctx =
+ * the collector's) are embedded, then run through layer 0, 1, ... over all
+ * windows (qk_forward_layer, as many windows per call as f's max_tokens
+ * holds), the hidden states of every window kept between layers
+ * (n_win * n_ctx * n_embd floats). Installs the collector's hook on f.
+ * After each layer (and after the output projection's input, when the
+ * collector has output.weight), its entries [first, first+count) are
+ * complete: fn(ctx, set, layer, first, count) is called (layer -1 for the
+ * output), then, with hessian_per_layer, the Hessians of those entries are
+ * freed; fn may write them (qk_calib_writer_put). fn NULL: nothing is
+ * freed. n_layers > 0 stops after that many layers (benchmarking; the
+ * later entries then stay empty and finish refuses the set). prog, when
+ * non-NULL, advances by the windows of each call (n_layers x n_win in
+ * all). A non-zero return from fn ends the run with it. */
+typedef int (*qk_calib_layer_fn)(void *ctx, const qk_calib *set, int64_t layer, int64_t first, int64_t count);
+int qk_calib_collect_layers(qk_calib_collector *c, qk_forward *f, const int32_t *win, int64_t n_win, int64_t n_layers,
+                            qk_calib_layer_fn fn, void *ctx, qk_progress *prog);
+
+/* Internal value a hook returns to end a pass early on purpose. */
+#define QK_CALIB_STOP 1
+
+/* h [n][n] (upper triangle) += x^T x for x [T][n] floats: tiles over pool
+ * (NULL: the calling thread), float partial sums over at most 256 tokens
+ * added in double; the order of every sum is fixed, so the result does not
+ * depend on the thread count. scratch and tiles from qk_calib_xtx_scratch
+ * (for the largest n used, the same pool). The lower triangle is not
+ * touched. */
+void qk_calib_xtx_add(double *h, const float *x, int64_t T, int64_t n, qk_pool *pool, float *scratch,
+                      int64_t *tiles);
+int qk_calib_xtx_scratch(int64_t n, qk_pool *pool, float **scratch, int64_t **tiles);
+
 /* Files. llama.cpp's legacy imatrix .dat (values = mean x^2 * ncall, as
  * llama-imatrix writes them; entry order kept, so a .dat read and written
  * back is byte-identical) and quantkit's own .qkc file (everything above,
@@ -118,6 +154,31 @@ void qk_calib_collector_free(qk_calib_collector *c);
 int qk_calib_save_dat(const qk_calib *c, const char *path);
 int qk_calib_save_qkc(const qk_calib *c, const char *path);
 int qk_calib_load(qk_calib **out, const char *path);
+/* As qk_calib_load (every field and every Hessian stream validated, the
+ * checksum verified), but Hessians stay in the file: entries' xtx are NULL
+ * and qk_calib_read_hessian inflates one on demand. Memory: the sums only
+ * (pages of the mapped file are released as they are read). Such a set is
+ * for reading Hessians one at a time (qk-quantize --method gptq --calib);
+ * qk_calib_hessian returns NULL for it, and it cannot be merged or saved. */
+int qk_calib_open(qk_calib **out, const char *path);
+/* Index of the entry holding e's Hessian (in memory or in the file), or -1. */
+int64_t qk_calib_hessian_owner(const qk_calib *c, const qk_calib_entry *e);
+/* The Hessian of entry i (an owner) into out [n_in * n_in] (full symmetric
+ * matrix). QK_ENOTFOUND when entry i holds none; file errors as qk_calib_load. */
+int qk_calib_read_hessian(const qk_calib *c, int64_t i, double *out);
+
+/* Writing a .qkc entry by entry (the Hessians of one layer at a time):
+ * open with the header fields of hdr (model_hash, text_hash, n_ctx,
+ * n_chunks, dataset; its entries are not used) and the number of entries,
+ * put entries 0, 1, ... of a set in order (an entry referring to another's
+ * Hessian needs that one's xtx still present), commit. The bytes equal
+ * qk_calib_save_qkc's of the complete set. The file appears only at commit;
+ * an error or qk_calib_writer_abort leaves nothing. */
+typedef struct qk_calib_writer qk_calib_writer;
+int qk_calib_writer_open(qk_calib_writer **out, const char *path, const qk_calib *hdr, int64_t n_entries);
+int qk_calib_writer_put(qk_calib_writer *w, const qk_calib *c, int64_t i);
+int qk_calib_writer_commit(qk_calib_writer *w); /* frees w */
+void qk_calib_writer_abort(qk_calib_writer *w); /* frees w; accepts NULL */
 /* Merge b into a, token-weighted (sums and counts add, as llama.cpp's
  * --in-file does); entries only in b are appended. An n_in mismatch is
  * QK_EFORMAT naming the tensor. Optional statistics (sum_x, absmax,

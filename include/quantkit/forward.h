@@ -3,7 +3,8 @@
  * RMSNorm, RoPE (llama.cpp's interleaved pairs, base from the model),
  * grouped-query causal attention (optional sliding window), SwiGLU FFN, tied
  * or separate output. Activations are FP32; every linear layer is one
- * OpenBLAS sgemm over all tokens of the batch. F32 tensors stored as is are
+ * matmul over all tokens of the batch (quantkit's AVX-512 kernel, or
+ * OpenBLAS sgemm on other CPUs). F32 tensors stored as is are
  * used in place from the mapped file; weights of any other type quantkit
  * decodes (F16, BF16, ggml block types) are dequantized per tensor into a
  * reusable buffer as each layer runs (or kept, when the whole model fits
@@ -14,10 +15,11 @@
  * perplexity protocol). Several sequences are processed together layer by
  * layer, so each layer's weights are dequantized once per call. Every step
  * but the matmuls is per token or per sequence, so a sequence's logits do
- * not depend on what it is batched with, up to OpenBLAS's choice of kernel
- * by matrix size (bit-identical except for tiny matrices, ~1e-5 there).
+ * not depend on what it is batched with (bit-identical with the AVX-512
+ * kernel; with OpenBLAS up to its choice of kernel by matrix size,
+ * ~1e-5 for tiny matrices).
  *
- * opts.n_threads threads share the work (the sgemm calls are split by
+ * opts.n_threads threads share the work (the matmuls are split by
  * output columns, so results do not depend on the thread count). One
  * qk_forward is used by one thread at a time. qk_forward_run sets
  * OpenBLAS's process-wide thread count to 1; code that wants OpenBLAS's own
@@ -97,6 +99,38 @@ int qk_forward_override_weight(qk_forward *f, const char *name, const float *w);
 typedef int (*qk_logits_fn)(void *ctx, int64_t seq, int64_t pos, const float *logits);
 int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
                    qk_logits_fn on_logits, void *ctx);
+
+
+/* ---- Layer-major passes: the hidden states of many windows (more than one
+ * call holds) carried through the model one layer at a time, e.g. by
+ * calibration and sequential GPTQ, which then need one layer's statistics
+ * at a time. x is [n_tokens][n_embd] floats, one token per row, windows of
+ * n_ctx tokens each starting at position 0. Chaining qk_forward_embed, every
+ * qk_forward_layer in order and qk_forward_final gives bit-identical logits
+ * to qk_forward_run on the same windows and batch; hooks fire as there. */
+
+/* x [n_tokens][n_embd] = the embeddings of tokens (any n_tokens; QK_EINVAL
+ * for ids outside the vocabulary). */
+int qk_forward_embed(qk_forward *f, const int32_t *tokens, int64_t n_tokens, float *x);
+
+/* Parts of a layer for qk_forward_layer. */
+enum { QK_FORWARD_ATTN = 1, QK_FORWARD_FFN = 2, QK_FORWARD_BLOCK = 3 };
+/* Run layer `layer` on n_seq windows of n_ctx tokens (n_seq * n_ctx <=
+ * max_tokens), x [n_seq*n_ctx][n_embd] in place: QK_FORWARD_ATTN adds the
+ * attention block, QK_FORWARD_FFN the feed-forward block (alone: x must be
+ * the residual after this layer's attention), QK_FORWARD_BLOCK both. A
+ * non-zero return from a hook ends the call with that value and leaves x
+ * unchanged. */
+int qk_forward_layer(qk_forward *f, int64_t layer, int parts, float *x, int64_t n_seq, int64_t n_ctx);
+
+/* The output projection of the final hidden states x [n_seq*n_ctx][n_embd]
+ * (after the last layer): on_logits for positions [first_logit, n_ctx) of
+ * every window, as qk_forward_run (first_logit < n_ctx). */
+int qk_forward_final(qk_forward *f, const float *x, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
+                     qk_logits_fn on_logits, void *ctx);
+
+/* Most tokens per call (opts.max_tokens after defaults). */
+int64_t qk_forward_max_tokens(const qk_forward *f);
 
 #ifdef __cplusplus
 }

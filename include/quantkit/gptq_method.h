@@ -17,7 +17,7 @@
  *      get their weight column set to 0 and are decoupled (diagonal = the
  *      mean live diagonal). H += lambda * I with lambda = damp * mean(live
  *      diag H).
- *   2. U = upper Cholesky factor of H^-1 (LAPACK dpotrf/dpotri, live
+ *   2. U = upper Cholesky factor of H^-1 (LAPACK dpotrf/dtrtri, live
  *      columns only). When a factorization fails or a pivot is below 1e-10
  *      x the mean diagonal, damp is raised x10 (from 0: to 1e-4) and tried
  *      again, up to 10 (reported in the stats).
@@ -94,10 +94,18 @@ typedef struct qk_gptq_stats {
  * the type's block size. st may be NULL. Errors: QK_EINVAL (shape, type,
  * options), QK_ENONFINITE (non-finite weights or Hessian, or no damping up to
  * 1000x the mean diagonal makes H factorizable), QK_ELIMIT (a scale
- * overflows fp16), QK_ENOMEM. Memory: two cols x cols double working copies
- * of H besides the caller's, and a few rows x cols buffers per pool chunk. */
+ * overflows fp16), QK_ENOMEM. Memory: two cols x cols double matrices besides
+ * the caller's (a working copy of H and the Cholesky factor), and a few
+ * rows x cols buffers per pool chunk. */
 int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
                      float *deq, qk_pool *pool, qk_gptq_stats *st);
+/* The same working on h in place: only its diagonal is changed while it
+ * runs, and it is put back bit for bit before returning (success or not),
+ * so a Hessian shared by several tensors (q/k/v) can be passed to each in
+ * turn. One cols x cols double matrix besides h (the factor). Results are
+ * identical to qk_gptq_quantize. */
+int qk_gptq_quantize_inplace(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, double *h, void *dst,
+                             float *deq, qk_pool *pool, qk_gptq_stats *st);
 
 /* The same into the GPTQ layout (o->type == QK_GPTQ_LAYOUT): codes q
  * [rows][cols] in [0, 2^bits - 1], fp16 scales and zero points
@@ -105,6 +113,10 @@ int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_
 int qk_gptq_quantize_layout(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h,
                             uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
                             qk_gptq_stats *st);
+/* ... working on h in place (as qk_gptq_quantize_inplace). */
+int qk_gptq_quantize_layout_inplace(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, double *h,
+                                    uint8_t *q, uint16_t *scale, uint16_t *zero, float *deq, qk_pool *pool,
+                                    qk_gptq_stats *st);
 
 /* Per-row Hessians: row r's objective is (w_r - q_r)^T H_r (w_r - q_r) with
  * H_r filled by row_h(ctx, r, out[cols*cols]) (called once per row, from
@@ -120,14 +132,23 @@ int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows
 /* ------------------------------------------------ Hessians for a model
  * Where qk-quantize --method gptq gets each tensor's Hessian:
  *   - a .qkc file with Hessians (qk-calibrate --hessian), or, without one,
- *     a collection run on the calibration text at start (the full-precision
- *     model, qk_calib_collector);
- *   - sequential: each layer's inputs collected again on the model whose
- *     earlier tensors are already quantized (tensors must then be asked for
- *     in canonical order and reported with qk_gptq_calib_quantized); the
+ *   - a collection on the calibration text, layer by layer (layer-major:
+ *     the hidden states of every window, tokens x n_embd floats, carried
+ *     from one layer to the next): the full-precision model's four input
+ *     Hessians of a layer in one sweep when its first tensor is asked for;
+ *   - sequential: each layer's inputs collected on the model whose earlier
+ *     tensors are already quantized (tensors must then be asked for in
+ *     canonical order and reported with qk_gptq_calib_quantized); the
  *     inputs of q/k/v, attn_output, gate/up and ffn_down are collected as
- *     four groups per layer, each pass stopping at its group;
- *   - output.weight with calibration text: per-row Hessians
+ *     four groups per layer, each sweep stopping at its group, the layer's
+ *     hidden states advanced once its tensors are quantized: about 1.6
+ *     forward passes in all. Memory: the hidden states plus at most one
+ *     layer's Hessians (q/k/v, attn_output, gate/up: n_embd^2 doubles;
+ *     ffn_down: n_ff^2), and GPTQ's one factor matrix;
+ *   - a .qkc is opened lazily (qk_calib_open): each Hessian is inflated
+ *     from the file when its tensor is asked for, one at a time;
+ *   - output.weight with calibration text, when n_vocab x n_embd^3 <= 1e12
+ *     (beyond, the Hessian of its input on the current model): per-row Hessians
  *     H_v = sum_t p_v(t) x_t x_t^T + gamma * (sum_t x_t x_t^T) / n_vocab, where
  *     x_t is the final normed hidden state and p_v(t) the full-precision
  *     model's probability of token v at position t (entries below 1e-4
@@ -166,7 +187,9 @@ int qk_gptq_calib_tensor_layout(qk_gptq_calib *c, const qk_model_tensor *t, cons
  * quantized replace its weights in later collection passes (no-op
  * otherwise). */
 int qk_gptq_calib_quantized(qk_gptq_calib *c, const qk_model_tensor *t, const float *deq);
-/* What the object did: forward passes run and their seconds. */
+/* What the object did: layer sweeps (one layer, or one block of a layer,
+ * run over every calibration window; a full forward pass counts n_layer)
+ * and the seconds of all forward work and Hessian accumulation. */
 void qk_gptq_calib_counts(const qk_gptq_calib *c, int64_t *passes, double *seconds);
 
 /* tr((W - Q) H (W - Q)^T) in double, for w and q [rows][cols]. */

@@ -23,7 +23,8 @@ extern "C" {
 int qk_eval_windows(const int32_t *tokens, int64_t n_tokens, int64_t n_ctx, int64_t max_chunks, int32_t bos,
                     int32_t **out, int64_t *n_chunks);
 
-/* log-softmax of n logits (accumulated in double) into out; returns argmax. */
+/* log-softmax of n logits (accumulated in double) into out, which may be
+ * logits itself; returns argmax. */
 int64_t qk_log_softmax(const float *logits, int64_t n, float *out);
 
 /* Percentile of a sorted array by linear interpolation at frac*(n-1). */
@@ -81,7 +82,8 @@ typedef struct qk_eval_data {
     float *dp;          /* [n_pos] p_q(correct) - p_base(correct) */
     uint8_t *same_top;  /* [n_pos] */
     int kld_exact;      /* 0 when computed from a top-k saved base */
-    double seconds_base, seconds_q;
+    double seconds_base, seconds_q;         /* wall-clock seconds of each model's passes and scoring */
+    double cpu_seconds_base, cpu_seconds_q; /* process CPU seconds (all threads) over the same spans */
     int64_t tokens_base, tokens_q; /* tokens processed by each forward */
 } qk_eval_data;
 

@@ -6,7 +6,8 @@
 #   -t SECONDS  time per target (default 20)
 #   -k          keep and grow the working corpus build/fuzz/work/<target>
 #               across runs (long runs); without it each run starts from the
-#               seeds and the committed cases only (CI smoke runs)
+#               seeds and the committed cases only, in build/fuzz/smoke/
+#               (CI smoke runs)
 #   -j JOBS     targets run at the same time (default 1)
 #   TARGET      gguf, safetensors, ... (default: every build/fuzz/fuzz_*)
 #
@@ -49,8 +50,12 @@ done
 # one TARGET: run it, print one line, return its status
 run_one() {
     t=$1
-    work=$F/work/$t
-    [ $KEEP = 1 ] || rm -rf "$work"
+    if [ $KEEP = 1 ]; then
+        work=$F/work/$t
+    else
+        work=$F/smoke/$t # a long run's corpus in work/ is left alone
+        rm -rf "$work"
+    fi
     mkdir -p "$work" "tests/fuzz/cases/$t" "$F/corpus/$t"
     log=$F/logs/$t.log
     start=$(date +%s)
