@@ -183,6 +183,7 @@ typedef struct {
     size_t n;         /* pending bytes of buf[!cur] */
     int end_tensor;   /* then close the tensor (alignment padding) */
     qk_hasher *hash;
+    qk_hasher *verify; /* the current tensor's bytes, to compare with its stored checksum; or NULL */
 } stream_out;
 
 /* Write what is pending. */
@@ -199,9 +200,10 @@ static int stream_write(stream_out *s)
 }
 
 /* One chunk of rows as one pool job: item ITEM_WRITE writes the previous
- * chunk, ITEM_HASH hashes this chunk's share of the source bytes, the others
- * decode, check and encode `per` rows each. */
-enum { ITEM_WRITE, ITEM_HASH, N_SPECIAL_ITEMS };
+ * chunk, ITEM_HASH hashes this chunk's share of the source bytes,
+ * ITEM_VERIFY the same into the tensor's own checksum (when checked), the
+ * others decode, check and encode `per` rows each. */
+enum { ITEM_WRITE, ITEM_HASH, ITEM_VERIFY, N_SPECIAL_ITEMS };
 
 typedef struct {
     const opts_t *o;
@@ -239,8 +241,10 @@ static void chunk_item(void *ctx, int64_t i, int thread)
             chunk_fail(j, rc);
         return;
     }
-    if (i == ITEM_HASH) {
-        qk_hasher_update(j->out->hash, j->hash_p, j->hash_n);
+    if (i == ITEM_HASH || i == ITEM_VERIFY) {
+        qk_hasher *h = i == ITEM_HASH ? j->out->hash : j->out->verify;
+        if (h)
+            qk_hasher_update(h, j->hash_p, j->hash_n);
         return;
     }
     const int64_t ne0 = j->t->ne[0];
@@ -277,10 +281,11 @@ static void chunk_item(void *ctx, int64_t i, int thread)
 
 /* Stream tensor t through the encoder in chunks of rows; its bytes are
  * left pending in `so` (stream_write). Non-GPTQ sources are hashed into
- * so->hash here, in storage order. */
+ * so->hash here, in storage order, and with `expect` into so->verify too,
+ * to be compared with the stored checksum *expect at the end. */
 static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_tensor *t, int type, qk_pool *pool,
                            stream_out *so, float *fbuf, int64_t chunk_rows, uint64_t *n_fixed,
-                           const float *importance, qk_progress *prog)
+                           const float *importance, const uint64_t *expect, qk_progress *prog)
 {
     int64_t ne0 = t->ne[0], rows = qk_model_tensor_rows(t);
     size_t row_bytes;
@@ -288,6 +293,11 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
     if (rc)
         return rc;
     const int64_t n_threads = qk_pool_size(pool);
+    qk_hasher *verify = so->verify;
+    if (!expect || t->gptq)
+        so->verify = NULL;
+    else
+        qk_hasher_reset(verify);
     for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk_rows) {
         int64_t n = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
         chunk_job j = {.o = o, .m = m, .t = t, .type = type, .importance = importance, .fbuf = fbuf,
@@ -327,6 +337,15 @@ static int quantize_tensor(const opts_t *o, const qk_model *m, const qk_model_te
                             (uint64_t)(e - r0) * t->src_row_bytes);
         }
     }
+    if (!rc && so->verify) {
+        const uint64_t h = qk_hasher_digest(so->verify);
+        if (h != *expect)
+            rc = qk_error(QK_ECHECKSUM,
+                          "%s: tensor '%s' checksum mismatch (stored %016" PRIx64 ", computed %016" PRIx64
+                          ") (--no-verify to quantize it anyway)",
+                          o->input, t->name, *expect, h);
+    }
+    so->verify = verify;
     qk_model_release(t);
     so->end_tensor = !rc;
     return rc;
@@ -758,17 +777,43 @@ static void alloc_print(const opts_t *o, const qk_alloc_result *r, uint64_t file
 }
 
 /* Open the input; a GGUF that carries quantkit checksums (quantkit.tensor_xxh3)
- * is checked first, so a corrupted file is refused instead of quantized into
- * an output with fresh, valid checksums. */
-static int open_model(const opts_t *o, qk_model **out, const qk_model_opts *mo)
+ * is checked, so a corrupted file is refused instead of quantized into an
+ * output with fresh, valid checksums. With `expect` (the plain streaming
+ * path) the check is left to quantize_tensor, which hashes each tensor as it
+ * reads it anyway: expect[i] gets model tensor i's stored checksum and
+ * *n_expect the count. Where a model tensor is not one stored tensor (a
+ * derived layout), or without `expect`, the file is checked here, first,
+ * which reads it once more. */
+static int open_model(const opts_t *o, qk_model **out, const qk_model_opts *mo, uint64_t **expect)
 {
     int rc = qk_model_open(out, o->input, mo);
     const qk_gguf *g = rc ? NULL : qk_model_gguf(*out);
-    if (g && !o->no_verify) {
-        rc = qk_gguf_verify_checksums(g);
-        if (rc == QK_ENOTFOUND) /* not written by quantkit: nothing to check */
-            rc = 0;
-        else if (rc) {
+    const qk_gguf_kv *kv = g ? qk_gguf_find_kv(g, QK_GGUF_CHECKSUM_KEY) : NULL;
+    if (g && kv && !o->no_verify) {
+        int upfront = 1;
+        if (expect && kv->type == QK_GGUF_ARRAY && kv->arr_type == QK_GGUF_U64 &&
+            kv->arr_n == (uint64_t)qk_gguf_n_tensors(g)) {
+            const int64_t nt = qk_model_n_tensors(*out);
+            const uint64_t *stored = kv->arr;
+            *expect = malloc((size_t)(nt > 0 ? nt : 1) * sizeof **expect);
+            upfront = !*expect;
+            for (int64_t i = 0; i < nt && !upfront; i++) {
+                const qk_model_tensor *t = qk_model_tensor_at(*out, i);
+                int64_t k = 0;
+                while (k < qk_gguf_n_tensors(g) &&
+                       (qk_gguf_tensor_at(g, k)->data != t->data || qk_gguf_tensor_at(g, k)->nbytes != t->nbytes))
+                    k++;
+                if (k == qk_gguf_n_tensors(g) || t->gptq)
+                    upfront = 1;
+                else
+                    (*expect)[i] = stored[k];
+            }
+            if (upfront) {
+                free(*expect);
+                *expect = NULL;
+            }
+        }
+        if (upfront && (rc = qk_gguf_verify_checksums(g))) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", qk_errmsg());
             qk_error(rc, "%s (--no-verify to quantize it anyway)", msg);
@@ -802,12 +847,16 @@ static int run(opts_t *o)
     qk_alloc_tensor *at = NULL; /* [nt] --target-*: candidates and estimates */
     qk_awq_result *awq = NULL;  /* --method awq: the scales folded into m */
     qk_alloc_result ares = {0};
+    uint64_t *expect = NULL;    /* [nt] stored checksums to check while streaming, or NULL */
+    qk_hasher *th = NULL;       /* the current tensor's checksum, with expect */
     type_total tot[QK_TYPE_COUNT] = {{0}};
     uint64_t n_fixed = 0, total_elems = 0, quant_elems = 0, quant_bytes = 0;
     double t0 = qk_now();
 
     qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
-    int rc = open_model(o, &m, &mo);
+    /* the plain streaming path checks the input's checksums as it reads */
+    const int plain = o->method != METHOD_GPTQ && !o->awq && !o->alloc;
+    int rc = open_model(o, &m, &mo, plain ? &expect : NULL);
     if (rc)
         goto done;
     int64_t nt = qk_model_n_tensors(m);
@@ -827,7 +876,7 @@ static int run(opts_t *o)
     }
     o->qp.target = o->target;
     if ((rc = qk_quant_plan(m, &o->qp, plan)) || (rc = qk_pool_create(&pool, o->threads)) ||
-        (rc = qk_gguf_writer_new(&w, 0)) || (rc = qk_hasher_new(&src_hash)))
+        (rc = qk_gguf_writer_new(&w, 0)) || (rc = qk_hasher_new(&src_hash)) || (expect && (rc = qk_hasher_new(&th))))
         goto done;
     if (o->awq && (rc = awq_prepare(o, m, imx, plan, pool, &awq)))
         goto done;
@@ -901,7 +950,7 @@ static int run(opts_t *o)
     }
     if ((rc = qk_afile_open(&f, o->output)) || (rc = qk_gguf_writer_begin(w, f)))
         goto done;
-    so = (stream_out){.w = w, .buf = {qbuf, qbuf + (size_t)chunk_rows * max_row_bytes}, .hash = src_hash};
+    so = (stream_out){.w = w, .buf = {qbuf, qbuf + (size_t)chunk_rows * max_row_bytes}, .hash = src_hash, .verify = th};
     prog = qk_progress_start("quantizing", total_elems, "w");
     for (int64_t i = 0; i < nt && !rc; i++) {
         const qk_model_tensor *t = qk_model_tensor_at(m, i);
@@ -926,7 +975,7 @@ static int run(opts_t *o)
                 rc = quantize_tensor_gptq(o, m, t, plan[i].type, pool, w, gc, &n_fixed, &gst[i], prog);
         } else {
             rc = quantize_tensor(o, m, t, plan[i].type, pool, &so, fbuf, chunk_rows, &n_fixed,
-                                 use_imx ? imp : NULL, prog);
+                                 use_imx ? imp : NULL, expect ? &expect[i] : NULL, prog);
         }
         uint64_t bytes = 0;
         qk_type_tensor_bytes(plan[i].type, t->ne, t->n_dims, &bytes);
@@ -1095,6 +1144,8 @@ done:
     qk_gguf_writer_free(w);
     qk_pool_free(pool);
     qk_hasher_free(src_hash);
+    qk_hasher_free(th);
+    free(expect);
     qk_calib_free(imx);
     free(imp);
     free(plan);
@@ -1165,7 +1216,7 @@ static int run_gptq(opts_t *o)
     gptq_producer gp = {.o = o};
     double t0 = qk_now();
     qk_model_opts mo = {.vocab_path = o->vocab, .pad_ffn = o->pad_ffn};
-    int rc = open_model(o, &m, &mo);
+    int rc = open_model(o, &m, &mo, NULL);
     if (rc || (rc = check_requantize(o, m)) || (rc = qk_pool_create(&pool, o->threads)))
         goto done;
     int64_t nt = qk_model_n_tensors(m);
