@@ -161,6 +161,11 @@ float qk_blocks_make_qkx3_quants(int n, int nmax, const float *x, const float *w
  * of 32 from its stored scale, L[i] = clamp(nearest_int((x[i] + dm) / d),
  * 0, nmax). */
 #define QK_BLOCKS_SEARCH_GROUP 2
+/* Cap the fast encoders' instruction set (tests, benchmarks): 2 AVX-512,
+ * 1 AVX2, 0 reference code only; never above what the CPU has (also
+ * QK_SIMD=avx2|none in the environment). Returns the level in force. */
+int qk_blocks_set_simd(int level);
+
 typedef void (*qk_blocks_qk45_search_fn)(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
 typedef void (*qk_blocks_q6_k_search_fn)(const float *x, int nb, int8_t *L, float *scales);
 typedef void (*qk_blocks_qk45_requant_fn)(const float *x, float dm, float d, int nmax, uint8_t *L);

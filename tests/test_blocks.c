@@ -836,7 +836,7 @@ static const char *fast_pattern(int kind, float *x, int64_t n)
 /* For every type with a fast encoder: from_float writes exactly
  * from_float_ref's bytes on random and adversarial data, whole rows and
  * single blocks, without importance (the SIMD path) and with it. */
-START_TEST(test_blocks_fast_equals_reference)
+static void fast_equals_reference(void)
 {
     const int64_t n = 4096;
     float *x = malloc((size_t)n * sizeof *x), *w = malloc((size_t)n * sizeof *w);
@@ -890,6 +890,21 @@ START_TEST(test_blocks_fast_equals_reference)
     ck_assert_int_eq(n_checked, 5);
     free(x);
     free(w);
+}
+}
+
+/* ... for each instruction set the CPU has: AVX-512 and AVX2 (the K-quant
+ * searches have both). */
+START_TEST(test_blocks_fast_equals_reference)
+{
+    for (int level = 2; level >= 1; level--) {
+        if (qk_blocks_set_simd(level) != level) {
+            printf("fast encoders: this CPU has no %s, that path is not tested here\n", level == 2 ? "AVX-512" : "AVX2");
+            continue;
+        }
+        fast_equals_reference();
+    }
+    qk_blocks_set_simd(2);
 }
 END_TEST
 
