@@ -19,10 +19,11 @@
  *    infinity is handed to the reference code: nothing is gained on such
  *    data and the argument for equality stays about finite floats.
  *
- * The Q4_K/Q5_K search also has an AVX-512 version (16 lanes: the 16
- * sub-blocks of two super-blocks), built the same way; on this project's
- * Zen 5 machines it takes the Q4_K encoder from 1.20 to 0.93 CPU s on
- * llama-150m. Q8_0/Q4_0/Q6_K stay AVX2: memory-bound or already cheap.
+ * The K-quant searches also have AVX-512 versions (16 lanes: the 16
+ * sub-blocks of two Q4_K/Q5_K super-blocks, or of one Q6_K super-block),
+ * built the same way; on this project's Zen 5 machines they take the Q4_K
+ * encoder from 1.20 to 0.93 CPU s on llama-150m. Q8_0/Q4_0 stay AVX2:
+ * memory-bound.
  *
  * Each path is chosen once, at run time, from what the CPU has (capped by
  * QK_SIMD=avx2|none or qk_blocks_set_simd() for tests and benchmarks);
@@ -574,6 +575,88 @@ AVX2 static void q6_k_search_avx2(const float *x, int nb, int8_t *L, float *scal
     }
 }
 
+/* qk_blocks_q6_k_search_ref with AVX-512: one super-block per vector, lane
+ * j is sub-block j (xt[i] lane j holds x[16j + i]). */
+AVX512 static void q6_k_search_sb512(const float *x, int8_t *L, float *scales)
+{
+    const int nmax = 32;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i lo = _mm512_set1_epi32(-nmax), hi = _mm512_set1_epi32(nmax - 1), off = _mm512_set1_epi32(nmax);
+    _Alignas(64) float tr[16][16];
+    __m512 xt[16], wx[16], wt[16];
+    __m512i Lt[16], La[16];
+    for (int j = 0; j < 16; j++)
+        for (int i = 0; i < 16; i++)
+            tr[i][j] = x[16 * j + i];
+    __m512 amax = zero, max = zero;
+    for (int i = 0; i < 16; i++) {
+        xt[i] = _mm512_load_ps(tr[i]);
+        const __m512 ax = abs16(xt[i]);
+        const __mmask16 gt = _mm512_cmp_ps_mask(ax, amax, _CMP_GT_OQ); /* if (ax > amax) { amax = ax; max = x } */
+        amax = _mm512_mask_blend_ps(gt, amax, ax);
+        max = _mm512_mask_blend_ps(gt, max, xt[i]);
+        wt[i] = _mm512_mul_ps(xt[i], xt[i]); /* w = x*x */
+        wx[i] = _mm512_mul_ps(wt[i], xt[i]); /* w * x */
+    }
+    const __mmask16 tiny = _mm512_cmp_ps_mask(amax, _mm512_set1_ps(GROUP_MAX_EPS), _CMP_LT_OQ); /* L = 0, return 0 */
+    __m512 scale, best;
+    {
+        const __m512 iscale = _mm512_div_ps(_mm512_set1_ps((float)-nmax), max);
+        __m512 sumlx = zero, suml2 = zero;
+        for (int i = 0; i < 16; i++) {
+            __m512i l = _mm512_max_epi32(lo, _mm512_min_epi32(hi, nearest16(_mm512_mul_ps(iscale, xt[i]))));
+            Lt[i] = _mm512_add_epi32(l, off);
+            const __m512 fl = _mm512_cvtepi32_ps(l);
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], fl));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wt[i], fl), fl));
+        }
+        /* scale = suml2 ? sumlx / suml2 : 0 (NaN counts as true) */
+        scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(suml2, zero, _CMP_NEQ_UQ), _mm512_div_ps(sumlx, suml2));
+        best = _mm512_mul_ps(scale, sumlx);
+    }
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        const __m512 iscale = _mm512_div_ps(_mm512_set1_ps(-(nmax + 0.1f * is)), max);
+        __m512 sumlx = zero, suml2 = zero;
+        for (int i = 0; i < 16; i++) {
+            __m512i l = _mm512_max_epi32(lo, _mm512_min_epi32(hi, nearest16(_mm512_mul_ps(iscale, xt[i]))));
+            La[i] = l;
+            const __m512 fl = _mm512_cvtepi32_ps(l);
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], fl));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wt[i], fl), fl));
+        }
+        /* if (suml2 > 0 && sumlx*sumlx > best*suml2) { L = ...; scale = sumlx/suml2; best = scale*sumlx; } */
+        const __mmask16 upd = _mm512_cmp_ps_mask(suml2, zero, _CMP_GT_OQ) &
+                              _mm512_cmp_ps_mask(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2), _CMP_GT_OQ);
+        if (!upd)
+            continue;
+        for (int i = 0; i < 16; i++)
+            Lt[i] = _mm512_mask_blend_epi32(upd, Lt[i], _mm512_add_epi32(La[i], off));
+        const __m512 new_scale = _mm512_div_ps(sumlx, suml2);
+        scale = _mm512_mask_blend_ps(upd, scale, new_scale);
+        best = _mm512_mask_blend_ps(upd, best, _mm512_mul_ps(new_scale, sumlx));
+    }
+    _Alignas(64) int32_t lt[16][16];
+    for (int i = 0; i < 16; i++)
+        _mm512_store_si512((__m512i *)lt[i], _mm512_maskz_mov_epi32((__mmask16)~tiny, Lt[i]));
+    for (int j = 0; j < 16; j++)
+        for (int i = 0; i < 16; i++)
+            L[16 * j + i] = (int8_t)lt[i][j];
+    _mm512_storeu_ps(scales, _mm512_mask_blend_ps(tiny, scale, zero));
+}
+
+AVX512 static void q6_k_search_avx512(const float *x, int nb, int8_t *L, float *scales)
+{
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + QK_K * b;
+        if (all_finite(xb, QK_K))
+            q6_k_search_sb512(xb, L + QK_K * b, scales + 16 * b);
+        else
+            qk_blocks_q6_k_search_ref(xb, 1, L + QK_K * b, scales + 16 * b);
+    }
+}
+
 /* The widest path to use: 2 AVX-512, 1 AVX2, 0 none; what the CPU has,
  * capped by QK_SIMD=avx2|none in the environment or qk_blocks_set_simd(). */
 static int g_simd = -1;
@@ -663,7 +746,7 @@ void qk_blocks_q6_k_from_float(const float *src, void *dst, int64_t n, const flo
 {
 #ifdef QK_BLOCKS_AVX2
     if (!importance && have_avx2()) {
-        qk_blocks_q6_k_encode(src, dst, n, NULL, q6_k_search_avx2);
+        qk_blocks_q6_k_encode(src, dst, n, NULL, have_avx512() ? q6_k_search_avx512 : q6_k_search_avx2);
         return;
     }
 #endif
