@@ -193,6 +193,7 @@ typedef struct gemm_job {
     float *y;       /* [n_tok][ldy], columns [0, n_cols) */
     int64_t n_tok, n_in, n_cols, ldy, per, n_items;
     int fast;       /* qk_forward_gemm, not cblas_sgemm */
+    int f16;        /* emulation: the weight is F16 (ggml's F16 dot product) */
 } gemm_job;
 
 static void gemm_item(void *ctx, int64_t i, int thread)
@@ -212,7 +213,7 @@ static void gemm_item(void *ctx, int64_t i, int thread)
 static void gemm(qk_forward *f, const float *x, const float *w, float *y, int64_t n_tok, int64_t n_in,
                  int64_t n_cols, int64_t ldy)
 {
-    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, f->fast_gemm && n_tok >= GEMM_FAST_MIN_TOK};
+    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, f->fast_gemm && n_tok >= GEMM_FAST_MIN_TOK, 0};
     const int64_t n_threads = qk_pool_size(f->pool);
     double work = (double)n_tok * (double)n_in * (double)n_cols;
     /* two items per thread; four with qk_forward_gemm, whose results do not
@@ -239,13 +240,18 @@ static void gemm_ggml_item(void *ctx, int64_t t, int thread)
     const gemm_job *g = ctx;
     const float *x = g->x + t * g->n_in;
     for (int64_t c = 0; c < g->n_cols; c++)
-        g->y[t * g->ldy + c] = qk_forward_dot_ggml(x, g->w + c * g->n_in, g->n_in);
+        g->y[t * g->ldy + c] = qk_forward_dot_ggml(x, g->w + c * g->n_in, g->n_in, g->f16);
 }
 
-static void gemm_ggml(qk_forward *f, const float *x, const float *w, float *y, int64_t n_tok, int64_t n_in,
-                      int64_t n_cols, int64_t ldy)
+/* ggml_order: 0 gemm; 1, 2 ggml's order for an F32, F16 weight (emulation) */
+static void matmul(qk_forward *f, int ggml_order, const float *x, const float *w, float *y, int64_t n_tok,
+                   int64_t n_in, int64_t n_cols, int64_t ldy)
 {
-    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, 0};
+    if (!ggml_order) {
+        gemm(f, x, w, y, n_tok, n_in, n_cols, ldy);
+        return;
+    }
+    gemm_job g = {x, w, y, n_tok, n_in, n_cols, ldy, n_cols, 1, 0, ggml_order == 2};
     qk_pool_run(f->pool, n_tok, 1, gemm_ggml_item, &g);
 }
 
@@ -260,12 +266,12 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     int rc;
     if (f->hook && (rc = f->hook(f->hook_ctx, &ev)))
         return rc;
-    void (*mm)(qk_forward *, const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t) = gemm;
+    int ggml_order = 0;
     if (f->emulate) {
         /* llama.cpp rounds the activations to the weight's dot-product type */
         int t = w->t->gptq ? QK_TYPE_F32 : w->t->type;
         if (t == QK_TYPE_F32 || t == QK_TYPE_F16) /* and sums F32/F16 products in its own order */
-            mm = gemm_ggml;
+            ggml_order = t == QK_TYPE_F16 ? 2 : 1;
         const qk_type_traits *tr = qk_type_get(t);
         void (*round)(float *, int64_t) = NULL;
         if (t == QK_TYPE_F16)
@@ -285,14 +291,14 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     if ((rc = weight_resident(f, wi, &W)))
         return rc;
     if (W) {
-        mm(f, x, W, y, n_tok, n_in, n_out, n_out);
+        matmul(f, ggml_order, x, W, y, n_tok, n_in, n_out, n_out);
     } else {
         int64_t slice = f->wbuf_elems / n_in; /* rows per slice; >= 1 by construction of wbuf */
         for (int64_t r0 = 0; r0 < n_out; r0 += slice) {
             int64_t nr = n_out - r0 < slice ? n_out - r0 : slice;
             if ((rc = decode_rows(f, w->t, r0, nr, f->wbuf)))
                 return rc;
-            mm(f, x, f->wbuf, y + r0, n_tok, n_in, nr, n_out);
+            matmul(f, ggml_order, x, f->wbuf, y + r0, n_tok, n_in, nr, n_out);
         }
     }
     ev.y = y;

@@ -119,12 +119,12 @@ void qk_forward_round_bf16(float *x, int64_t n)
 /* ---------------------------------------------------------------- gemm
  *
  * y = x W^T with W [n_cols][k] as stored: GotoBLAS's scheme cut to the one
- * shape a linear layer needs. Columns go in panels of 64 (four zmm), k in
- * blocks of KC; a panel's block is packed transposed, [KC][64] (32 KiB, in
- * L1), and swept by a 6-token x 64-column register tile: per k, four loads
- * of the panel and six broadcasts of x feed 24 FMAs into 24 accumulators.
- * The OpenBLAS this machine runs is pinned to its AVX2 kernels (8 lanes);
- * this one runs at about twice its speed per core (docs/BENCHMARKS.md). */
+ * shape a linear layer needs. Columns go in panels of 64 (four zmm); a
+ * panel is packed transposed, [k][64], and swept k block (KC) by k block by
+ * a 6-token x 64-column register tile: per k, four loads of the panel and
+ * six broadcasts of x feed 24 FMAs into 24 accumulators. The OpenBLAS this
+ * machine runs is pinned to its AVX2 kernels (8 lanes); this one runs at
+ * about 1.8x its speed per core (docs/BENCHMARKS.md). */
 #define GEMM_KC 128
 #define GEMM_NR 64 /* columns per panel */
 #define GEMM_MR 6  /* tokens per register tile */
@@ -221,12 +221,35 @@ AVX512 static void pack_16x16(float *dst, const float *src, int64_t lds, int64_t
     }
 }
 
-/* w_kn: w is stored [k][n_cols] (ldw apart), not [n_cols][k]. */
+/* Panel block [kc][64] of columns n0.. (nn of them, masks m) and k0..:
+ * transposed from w [n_cols][ldw], or copied from w [k][ldw] (w_kn). */
+AVX512 static void pack_panel(float *wp, const float *w, int64_t ldw, int64_t n0, int64_t nn, int64_t k0,
+                              int64_t kc, const __mmask16 m[4], int w_kn)
+{
+    if (w_kn) { /* rows of w are already panel rows */
+        for (int64_t kk = 0; kk < kc; kk++)
+            for (int j = 0; j < 4; j++)
+                _mm512_store_ps(wp + kk * GEMM_NR + 16 * j,
+                                _mm512_maskz_loadu_ps(m[j], w + (k0 + kk) * ldw + n0 + 16 * j));
+        return;
+    }
+    for (int64_t j0 = 0; j0 < GEMM_NR; j0 += 16)
+        for (int64_t kk = 0; kk < kc; kk += 16)
+            pack_16x16(wp + kk * GEMM_NR + j0, w + (n0 + j0) * ldw + k0 + kk, ldw, nn - j0,
+                       kc - kk < 16 ? kc - kk : 16);
+}
+
+/* w_kn: w is stored [k][n_cols] (ldw apart), not [n_cols][k]. A panel is
+ * packed whole ([k][64], up to 512 KiB for k = 2048: it stays in L2) when
+ * that buffer can be had: its 64 weight rows are then read front to back,
+ * which the prefetchers follow (per k block, they were 64 short streams). */
 AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw,
                                int64_t n_tok, int64_t n_cols, int64_t k, int w_kn)
 {
-    float wp[GEMM_KC * GEMM_NR] __attribute__((aligned(64))); /* packed panel block [kc][64] */
-    float xt[GEMM_MR * GEMM_KC], yt[GEMM_MR * GEMM_NR] = {0}; /* last, partial token tile */
+    float wp_block[GEMM_KC * GEMM_NR] __attribute__((aligned(64))); /* one packed block [kc][64] */
+    float xt[GEMM_MR * GEMM_KC], yt[GEMM_MR * GEMM_NR] = {0};        /* last, partial token tile */
+    const int64_t k_pad = (k + 15) / 16 * 16; /* pack_16x16 writes whole 16-row groups of k */
+    float *wp_all = k > GEMM_KC ? aligned_alloc(64, (size_t)k_pad * GEMM_NR * sizeof(float)) : NULL;
     for (int64_t n0 = 0; n0 < n_cols; n0 += GEMM_NR) {
         const int64_t nn = n_cols - n0 < GEMM_NR ? n_cols - n0 : GEMM_NR;
         __mmask16 m[4];
@@ -234,18 +257,13 @@ AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ld
             int64_t left = nn - 16 * j;
             m[j] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
         }
+        if (wp_all)
+            pack_panel(wp_all, w, ldw, n0, nn, 0, k, m, w_kn);
         for (int64_t k0 = 0; k0 < k; k0 += GEMM_KC) {
             const int64_t kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
-            if (w_kn) /* rows of w are already panel rows */
-                for (int64_t kk = 0; kk < kc; kk++)
-                    for (int j = 0; j < 4; j++)
-                        _mm512_store_ps(wp + kk * GEMM_NR + 16 * j,
-                                        _mm512_maskz_loadu_ps(m[j], w + (k0 + kk) * ldw + n0 + 16 * j));
-            else
-                for (int64_t j0 = 0; j0 < GEMM_NR; j0 += 16)
-                    for (int64_t kk = 0; kk < kc; kk += 16)
-                        pack_16x16(wp + kk * GEMM_NR + j0, w + (n0 + j0) * ldw + k0 + kk, ldw, nn - j0,
-                                   kc - kk < 16 ? kc - kk : 16);
+            const float *wp = wp_all ? wp_all + k0 * GEMM_NR : wp_block;
+            if (!wp_all)
+                pack_panel(wp_block, w, ldw, n0, nn, k0, kc, m, w_kn);
             int64_t t0 = 0;
             for (; t0 + GEMM_MR <= n_tok; t0 += GEMM_MR)
                 gemm_tile(y + t0 * ldy + n0, ldy, x + t0 * ldx + k0, ldx, wp, kc, k0 > 0, m);
@@ -262,6 +280,7 @@ AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ld
             }
         }
     }
+    free(wp_all);
 }
 #endif
 
@@ -519,7 +538,7 @@ static int have_avx2_fma(void)
 }
 #endif
 
-float qk_forward_dot_ggml(const float *x, const float *w, int64_t k)
+float qk_forward_dot_ggml(const float *x, const float *w, int64_t k, int f16)
 {
     const int W = GGML_LANES;
 #ifdef QK_GEMM_AVX512
@@ -533,7 +552,7 @@ float qk_forward_dot_ggml(const float *x, const float *w, int64_t k)
                 acc[r] = fmaf(w[l + r], x[l + r], acc[r]);
         return qk_forward_hsum8(acc);
     }
-    /* ggml_vec_dot_f32: four vectors over steps of 32 */
+    /* ggml_vec_dot_f32 / _f16: four vectors over steps of 32 */
     float acc[4][GGML_LANES] = {{0}};
     const int64_t np = k & ~(int64_t)(4 * W - 1);
     for (int64_t i = 0; i < np; i += 4 * W)
@@ -550,6 +569,12 @@ float qk_forward_dot_ggml(const float *x, const float *w, int64_t k)
     for (int i = 0; i < 4; i++)
         t[i] = acc[0][i] + acc[0][i + 4];
     float s = (t[0] + t[1]) + (t[2] + t[3]);
+    if (f16) { /* leftovers in double (F16 products are exact in float) */
+        double d = s;
+        for (int64_t i = np; i < k; i++)
+            d += (double)(x[i] * w[i]);
+        return (float)d;
+    }
     for (int64_t i = np; i < k; i++) /* leftovers; gcc -mfma contracts sumf += x*y */
         s = fmaf(x[i], w[i], s);
     return s;
@@ -563,19 +588,6 @@ void qk_forward_swiglu_row_ggml(float *g, const float *u, int64_t n)
             g[i + e] = g[i + e] / (1.0f + qk_forward_expf_ggml(0.0f - g[i + e])) * u[i + e];
     for (; i < n; i++) /* ggml_silu_f32 */
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
-/* q.k of two rows of F16 values: tinyBLAS when n % 8 == 0, else
- * ggml_vec_dot_f16, whose rows shorter than 32 are summed in double (the
- * products are exact in float). */
-static float dot_f16_ggml(const float *q, const float *k, int64_t n)
-{
-    if (n % GGML_LANES == 0 || n >= 4 * GGML_LANES)
-        return qk_forward_dot_ggml(q, k, n);
-    double s = 0;
-    for (int64_t i = 0; i < n; i++)
-        s += (double)(q[i] * k[i]);
-    return (float)s;
 }
 
 void qk_forward_attn_block_ggml(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
@@ -593,7 +605,7 @@ void qk_forward_attn_block_ggml(float *out, int64_t out_stride, const float *q, 
         float *p = scratch; /* [n] */
         float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
-            p[j] = j >= lo && j <= i ? dot_f16_ggml(qi, k + j * kv_stride, head_dim) * scale : -INFINITY;
+            p[j] = j >= lo && j <= i ? qk_forward_dot_ggml(qi, k + j * kv_stride, head_dim, 1) * scale : -INFINITY;
             mx = p[j] > mx ? p[j] : mx;
         }
         double sum = 0; /* ggml_vec_soft_max_f32: vector sums in float, added in double */

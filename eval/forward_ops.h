@@ -75,18 +75,20 @@ float qk_forward_expf_ggml(float x);
  * (v1+v5 + v3+v7). */
 float qk_forward_hsum8(const float *v);
 
-/* x.w over k floats as ggml's F32/F16 matmul sums it: for k % 8 == 0
- * (llamafile's tinyBLAS) lane r = i % 8 keeps an FMA chain over i, then
- * qk_forward_hsum8; otherwise ggml_vec_dot_f32: four 8-lane FMA chains over
- * steps of 32, folded 0+2, 1+3, 0+1, summed, then the leftovers FMA'd in. */
-float qk_forward_dot_ggml(const float *x, const float *w, int64_t k);
+/* x.w over k floats as ggml's F32 (f16 = 0) or F16 (f16 = 1, x and w hold
+ * F16 values) matmul sums it: for k % 8 == 0 (llamafile's tinyBLAS) lane
+ * r = i % 8 keeps an FMA chain over i, then qk_forward_hsum8; otherwise
+ * ggml_vec_dot_f32/_f16: four 8-lane FMA chains over steps of 32, folded
+ * 0+2, 1+3, 0+1, summed, then the leftovers FMA'd into the float sum (F32)
+ * or added in double (F16). */
+float qk_forward_dot_ggml(const float *x, const float *w, int64_t k, int f16);
 
 /* silu(g) * u with ggml's vector SiLU on 8-value chunks and expf on the rest. */
 void qk_forward_swiglu_row_ggml(float *g, const float *u, int64_t n);
 
 /* qk_forward_attn_block as llama.cpp's F16 KV cache path computes it
- * (q, k, v already rounded to F16): scores q.k by tinyBLAS (head_dim % 8
- * == 0) or summed in double, times scale; softmax with
+ * (q, k, v already rounded to F16): scores q.k as qk_forward_dot_ggml
+ * sums F16 rows, times scale; softmax with
  * qk_forward_expf_ggml, 8-value chunk sums in float added in double;
  * probabilities rounded to F16; p.v in tinyBLAS's lane order. scratch holds
  * i0 + nb + 8 floats. */

@@ -1078,7 +1078,7 @@ START_TEST(test_forward_ggml_emulation_ops)
     float x[16] = {1e8f, 1, 0, 0, 0, 0, 0, 0, -1e8f, 0, 0, 0, 0, 0, 0, 0}, ones[16];
     for (int i = 0; i < 16; i++)
         ones[i] = 1.0f;
-    ck_assert_float_eq(qk_forward_dot_ggml(x, ones, 16), 1.0f);  /* lane 0: 1e8 - 1e8; lane 1: 1 */
+    ck_assert_float_eq(qk_forward_dot_ggml(x, ones, 16, 0), 1.0f);  /* lane 0: 1e8 - 1e8; lane 1: 1 */
     float seq = 0;
     for (int i = 0; i < 16; i++)
         seq += x[i];
@@ -1093,7 +1093,8 @@ START_TEST(test_forward_ggml_emulation_ops)
         b[i] = 0.125f * (float)(i % 5) + 0.25f;
         ref += (double)a[i] * b[i];
     }
-    ck_assert_double_eq_tol(qk_forward_dot_ggml(a, b, 37), ref, 1e-5);
+    ck_assert_double_eq_tol(qk_forward_dot_ggml(a, b, 37, 0), ref, 1e-5);
+    ck_assert_double_eq_tol(qk_forward_dot_ggml(a, b, 37, 1), ref, 1e-5); /* F16 rows: leftovers in double */
 }
 END_TEST
 
