@@ -284,18 +284,35 @@ AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ld
 }
 #endif
 
+#ifdef QK_GEMM_AVX512
+static atomic_int g_gemm_have = -1; /* chosen once */
+#endif
+
 int qk_forward_gemm_available(void)
 {
 #ifdef QK_GEMM_AVX512
-    static atomic_int have = -1; /* chosen once */
-    int h = atomic_load(&have);
+    int h = atomic_load(&g_gemm_have);
     if (h < 0) {
         __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx512f") != 0;
-        atomic_store(&have, h);
+        const char *e = getenv("QK_SIMD"); /* avx2 or none: OpenBLAS instead */
+        h = __builtin_cpu_supports("avx512f") != 0 && !(e && (!strcmp(e, "avx2") || !strcmp(e, "none")));
+        atomic_store(&g_gemm_have, h);
     }
     return h;
 #else
+    return 0;
+#endif
+}
+
+int qk_forward_gemm_enable(int on)
+{
+#ifdef QK_GEMM_AVX512
+    atomic_store(&g_gemm_have, -1);
+    const int h = qk_forward_gemm_available();
+    atomic_store(&g_gemm_have, on ? h : 0);
+    return on ? h : 0;
+#else
+    (void)on;
     return 0;
 #endif
 }

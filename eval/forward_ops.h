@@ -56,6 +56,10 @@ void qk_forward_attn_block(float *out, int64_t out_stride, const float *q, int64
  * running total), so its bits do not depend on n_tok, n_cols or which
  * slice of columns a thread computes. */
 int qk_forward_gemm_available(void);
+/* Use the kernel when the CPU has it (on = 1) or OpenBLAS (0), for forward
+ * passes created after the call (tests); QK_SIMD=avx2|none in the
+ * environment also turns it off. Returns whether the kernel is in use. */
+int qk_forward_gemm_enable(int on);
 void qk_forward_gemm(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t n_tok,
                      int64_t n_cols, int64_t k);
 

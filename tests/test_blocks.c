@@ -891,7 +891,6 @@ static void fast_equals_reference(void)
     free(x);
     free(w);
 }
-}
 
 /* ... for each instruction set the CPU has: AVX-512 and AVX2 (the K-quant
  * searches have both). */

@@ -387,6 +387,18 @@ START_TEST(test_forward_fox_llama2c)
 }
 END_TEST
 
+/* The OpenBLAS path (CPUs without AVX-512, QK_SIMD=avx2): the same
+ * accuracy against the double reference. */
+START_TEST(test_forward_fox_openblas)
+{
+    QK_REQUIRE_DATA(p, GGUF);
+    qk_forward_gemm_enable(0);
+    ck_assert(!qk_forward_gemm_available());
+    check_fox(p, 0.002, 0.005, LOGIT_TOL_F32);
+    qk_forward_gemm_enable(1);
+}
+END_TEST
+
 START_TEST(test_forward_fox_gguf)
 {
     QK_REQUIRE_DATA(p, GGUF);
@@ -1111,6 +1123,7 @@ Suite *qk_test_suite_forward(void)
     tcase_add_test(tc, test_forward_fox_emulating_llamacpp);
     tcase_add_test(tc, test_forward_fox_llama2c);
     tcase_add_test(tc, test_forward_fox_gguf);
+    tcase_add_test(tc, test_forward_fox_openblas);
     tcase_add_test(tc, test_forward_fox_hf_f32);
     tcase_add_test(tc, test_forward_fox_hf_half);
     tcase_add_test(tc, test_forward_uncached_equals_cached);
