@@ -164,25 +164,33 @@ static char *dir_of(const char *path)
     return d;
 }
 
-static char *tmp_name_for(const char *path)
+/* ".NAME.qk-KIND-PID-XXXXXX" beside path: KIND "tmp" for what is being
+ * written, "old" for a directory being replaced. The PID lets a later run
+ * recognize what a killed one left behind (sweep_stale). */
+static char *tmp_name_kind(const char *path, const char *kind)
 {
     char *c = strdup(path);
     if (!c)
         return NULL;
     char *base = basename(c);
     char *dir = dir_of(path);
-    size_t n = strlen(path) + 32;
+    size_t n = strlen(path) + 64;
     char *t = malloc(n);
     if (t && dir)
-        snprintf(t, n, "%s/.%s.qk-tmp-XXXXXX", dir, base);
+        snprintf(t, n, "%s/.%s.qk-%s-%ld-XXXXXX", dir, base, kind, (long)getpid());
     free(c);
     free(dir);
     return t;
 }
 
+static char *tmp_name_for(const char *path) { return tmp_name_kind(path, "tmp"); }
+
+static void sweep_stale(const char *path);
+
 int qk_afile_open(qk_afile **out, const char *path)
 {
     *out = NULL;
+    sweep_stale(path);
     qk_afile *f = calloc(1, sizeof *f);
     if (!f)
         return qk_error(QK_ENOMEM, "%s: out of memory", path);
@@ -594,9 +602,54 @@ static int dir_is_empty(const char *path)
     return empty;
 }
 
+/* What killed runs left beside path: temporaries ".NAME.qk-tmp-PID-*" and
+ * replaced directories ".NAME.qk-old-PID-*" whose process no longer exists.
+ * A replaced directory whose replacement never arrived (killed between the
+ * two renames) is put back; everything else is removed. Live processes'
+ * entries (another run writing the same output) are left alone. */
+static void sweep_stale(const char *path)
+{
+    char *c = strdup(path), *dir = dir_of(path);
+    DIR *d = c && dir ? opendir(dir) : NULL;
+    if (d) {
+        size_t n = strlen(path) + 16;
+        char *tmp_pre = malloc(n), *old_pre = malloc(n);
+        const char *base = basename(c);
+        if (tmp_pre && old_pre) {
+            snprintf(tmp_pre, n, ".%s.qk-tmp-", base);
+            snprintf(old_pre, n, ".%s.qk-old-", base);
+            const size_t pre_n = strlen(tmp_pre);
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                const int is_old = !strncmp(e->d_name, old_pre, pre_n);
+                if (!is_old && strncmp(e->d_name, tmp_pre, pre_n))
+                    continue;
+                char *end;
+                long pid = strtol(e->d_name + pre_n, &end, 10);
+                if (pid <= 0 || *end != '-' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+                    continue; /* not ours, or its process still runs (or is not ours to ask) */
+                size_t m = strlen(dir) + strlen(e->d_name) + 2;
+                char *full = malloc(m);
+                if (!full)
+                    break;
+                snprintf(full, m, "%s/%s", dir, e->d_name);
+                if (!(is_old && !qk_file_exists(path) && rename(full, path) == 0))
+                    rm_tree(full);
+                free(full);
+            }
+        }
+        free(tmp_pre);
+        free(old_pre);
+        closedir(d);
+    }
+    free(c);
+    free(dir);
+}
+
 int qk_adir_open(qk_adir **out, const char *path, int replace)
 {
     *out = NULL;
+    sweep_stale(path);
     if (qk_file_exists(path) && !qk_is_dir(path))
         return qk_error(QK_EIO, "%s: exists and is not a directory", path);
     if (qk_is_dir(path) && !dir_is_empty(path) && !replace)
@@ -644,7 +697,7 @@ int qk_adir_commit(qk_adir *d)
         if (dir_is_empty(d->path)) {
             rmdir(d->path);
         } else if (d->replace) {
-            old = tmp_name_for(d->path);
+            old = tmp_name_kind(d->path, "old");
             if (!old || !mkdtemp(old) || rmdir(old) != 0 || rename(d->path, old) != 0) {
                 rc = qk_error(QK_EIO, "%s: cannot move the old directory aside: %s", d->path, strerror(errno));
                 free(old);

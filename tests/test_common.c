@@ -128,6 +128,47 @@ START_TEST(test_common_afile_sigkill_leaves_nothing)
 }
 END_TEST
 
+/* What a killed run leaves beside its output (a temporary directory, a
+ * directory moved aside for replacement) is cleaned up by the next run
+ * writing the same output; a live process's temporaries are not touched. */
+START_TEST(test_common_stale_temporaries_swept)
+{
+    pid_t dead = fork();
+    ck_assert_int_ge(dead, 0);
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0); /* its pid now names no process */
+    char dir[4200], p[4400];
+    snprintf(dir, sizeof dir, "%s", qk_test_tmp("sweep"));
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    /* x: a stale temporary directory with a file, and a live one */
+    snprintf(p, sizeof p, "%s/.x.qk-tmp-%ld-abcdef", dir, (long)dead);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/.x.qk-tmp-%ld-abcdef/part.bin", dir, (long)dead);
+    qk_test_write_file(p, "1234", 4);
+    snprintf(p, sizeof p, "%s/.x.qk-tmp-%ld-ghijkl", dir, (long)getpid());
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/x", dir);
+    ck_assert_int_eq(qk_write_file_atomic(p, "hi", 2, NULL), 0);
+    ck_assert_int_eq(qk_test_count_entries(dir, ".x.qk-tmp-"), 1); /* the live one */
+    snprintf(p, sizeof p, "%s/.x.qk-tmp-%ld-ghijkl", dir, (long)getpid());
+    ck_assert(qk_is_dir(p));
+    rmdir(p);
+    /* y: killed between moving the old output aside and renaming the new
+     * one in: the old one comes back */
+    snprintf(p, sizeof p, "%s/.y.qk-old-%ld-abcdef", dir, (long)dead);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/.y.qk-old-%ld-abcdef/keep", dir, (long)dead);
+    qk_test_write_file(p, "old", 3);
+    snprintf(p, sizeof p, "%s/y", dir);
+    qk_adir *d = NULL;
+    ck_assert_int_ne(qk_adir_open(&d, p, 0), 0); /* exists again, not empty, no --force */
+    snprintf(p, sizeof p, "%s/y/keep", dir);
+    ck_assert(qk_file_exists(p));
+    ck_assert_int_eq(qk_test_count_entries(dir, ".y.qk-"), 0);
+}
+END_TEST
+
 START_TEST(test_common_adir_commit_replace)
 {
     const char *dir = qk_test_tmp("outdir");
@@ -373,6 +414,7 @@ Suite *qk_test_suite_common(void)
     tcase_add_test(tc, test_common_afile_missing_dir);
     tcase_add_test(tc, test_common_afile_file_size_limit);
     tcase_add_test(tc, test_common_afile_sigkill_leaves_nothing);
+    tcase_add_test(tc, test_common_stale_temporaries_swept);
     tcase_add_test(tc, test_common_adir_commit_replace);
     tcase_add_test(tc, test_common_pool_runs_each_index_once);
     tcase_add_test(tc, test_common_hash_stream_equals_oneshot);
