@@ -4,6 +4,7 @@
 #
 #   bench/gptq7b.sh                         2 layers, 16 windows of 512 tokens, Q4_K, refine 0 and 2
 #   bench/gptq7b.sh --layers 1 --chunks 32 --refine "0 1 2"
+#   bench/gptq7b.sh --layers 1 --refine 2 --no-calibrate   GPTQ only
 #   QK_BENCH_DIR=/data bench/gptq7b.sh      where the synthetic checkpoint is (default bench/out)
 #
 # Input: the synthetic BF16 checkpoint bench/out/mistral-7b-v0.3-bf16-seed0
@@ -16,7 +17,7 @@
 #      qk-quantize --method gptq --sequential --calib-text does for the first
 #      N layers (Hessians on the partly quantized model, GPTQ per tensor),
 #      per --refine value: seconds per layer, split into Hessian collection
-#      (forward sweeps and X^T X) and GPTQ.
+#      (forward sweeps and X^T X) and GPTQ, and per tensor (wall s).
 # Printed: wall and CPU seconds, peak RSS, the per-layer figures and the
 # 32-layer extrapolation. "load" is the 1-minute load average before each
 # run: on a shared machine wall times stretch; CPU seconds / threads is the
@@ -31,6 +32,7 @@ CTX=512
 TYPE=Q4_K
 REFINES="0 2"
 THREADS=2
+CALIBRATE=1
 TEXT=${QK_CALIB_TEXT:-$ROOT/../shared/data/text/wiki.test.raw}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,7 +43,8 @@ while [ $# -gt 0 ]; do
         --refine) REFINES=$2; shift 2 ;;
         -t|--threads) THREADS=$2; shift 2 ;;
         --text) TEXT=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --no-calibrate) CALIBRATE=0; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "gptq7b.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -69,13 +72,15 @@ report() { # label time-file
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -n), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# model $MODEL, text $TEXT, $CHUNKS windows of $CTX, first $LAYERS layers, $TYPE, -t $THREADS"
 
-load=$(cut -d' ' -f1 /proc/loadavg)
-nice /usr/bin/time -v -o "$TMP/cal.time" "$ROOT/bin/qk-calibrate" "$MODEL" --text "$TEXT" --ctx "$CTX" \
-    --chunks "$CHUNKS" --hessian --layers "$LAYERS" -t "$THREADS" -o "$TMP/h.qkc" > "$TMP/cal.out"
-grep -E '^(text|speed|entries):' "$TMP/cal.out"
-report "qk-calibrate --hessian" "$TMP/cal.time" "$load"
-ls -l "$TMP/h.qkc" | awk '{printf "qkc bytes for %s layers: %d\n", "'"$LAYERS"'", $5}'
-rm -f "$TMP/h.qkc"
+if [ "$CALIBRATE" = 1 ]; then
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    nice /usr/bin/time -v -o "$TMP/cal.time" "$ROOT/bin/qk-calibrate" "$MODEL" --text "$TEXT" --ctx "$CTX" \
+        --chunks "$CHUNKS" --hessian --layers "$LAYERS" -t "$THREADS" -o "$TMP/h.qkc" > "$TMP/cal.out"
+    grep -E '^(text|speed|entries):' "$TMP/cal.out"
+    report "qk-calibrate --hessian" "$TMP/cal.time" "$load"
+    ls -l "$TMP/h.qkc" | awk '{printf "qkc bytes for %s layers: %d\n", "'"$LAYERS"'", $5}'
+    rm -f "$TMP/h.qkc"
+fi
 
 for r in $REFINES; do
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -83,5 +88,6 @@ for r in $REFINES; do
         --ctx "$CTX" --chunks "$CHUNKS" --layers "$LAYERS" --type "$TYPE" --sequential --refine "$r" \
         -t "$THREADS" > "$TMP/g$r.out" 2> "$TMP/g$r.err"
     cat "$TMP/g$r.out"
+    grep -E '^blk\.' "$TMP/g$r.err" | sed 's/^/  /'
     report "GPTQ --sequential --refine $r" "$TMP/g$r.time" "$load"
 done

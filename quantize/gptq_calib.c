@@ -91,6 +91,13 @@ struct qk_gptq_calib {
     /* identity Hessian (token_embd) */
     double *ident;
     int64_t ident_n;
+    /* the prepared Hessian (factorization) of the group q/k/v or gate/up
+     * being quantized, kept for its next tensor; prep_h's diagonal is
+     * changed while it lives (freed before any Hessian is collected or read) */
+    qk_gptq_prepared *prep;
+    double *prep_h;
+    int64_t prep_layer;
+    int prep_group;
     int64_t passes;
     double seconds;
 };
@@ -625,10 +632,19 @@ done:
     return 0;
 }
 
+/* Drops the kept factorization, restoring its Hessian. */
+static void prep_drop(qk_gptq_calib *c)
+{
+    qk_gptq_prepared_free(c->prep);
+    c->prep = NULL;
+    c->prep_h = NULL;
+}
+
 void qk_gptq_calib_free(qk_gptq_calib *c)
 {
     if (!c)
         return;
+    prep_drop(c);
     qk_calib_free(c->file);
     free(c->fh);
     qk_forward_free(c->fwd);
@@ -809,16 +825,39 @@ static int output_row_h(void *ctx, int64_t v, double *out)
     return 0;
 }
 
+/* Tensors sharing one input (q/k/v, gate/up) share one factorization of
+ * its Hessian: it is made for the group's first tensor and kept while the
+ * next ones of the same layer and group come (the bytes are those of a
+ * factorization per tensor); any other tensor drops it first. */
 int qk_gptq_calib_tensor(qk_gptq_calib *c, const qk_model_tensor *t, const qk_gptq_opts *o, const float *w,
                          void *dst, float *deq, qk_pool *pool, qk_gptq_stats *st)
 {
     double *h = NULL;
     hkind kind;
+    int64_t layer = -1;
+    const int k = layer_kind(t->name, &layer), g = k >= 0 ? group_of(k) : -1;
+    const int shareable = (g == GRP_QKV || g == GRP_GATEUP) && o->type != QK_GPTQ_LAYOUT;
+    if (c->prep && !(shareable && c->prep_layer == layer && c->prep_group == g))
+        prep_drop(c);
     int rc = hessian_for(c, t, &h, &kind);
-    if (!rc)
+    if (!rc && kind == H_SHARED && shareable) {
+        const int64_t rows = qk_model_tensor_rows(t), cols = t->ne[0];
+        if (c->prep && (c->prep_h != h || !qk_gptq_prepared_fits(c->prep, o, cols)))
+            prep_drop(c);
+        if (!c->prep && !(rc = qk_gptq_prepare(&c->prep, o, h, cols, pool))) {
+            c->prep_h = h;
+            c->prep_layer = layer;
+            c->prep_group = g;
+        }
+        if (!rc)
+            rc = qk_gptq_quantize_prepared(o, c->prep, w, rows, dst, deq, pool, st);
+    } else if (!rc) {
         rc = kind == H_ROWS ? qk_gptq_quantize_rowwise(o, w, qk_model_tensor_rows(t), t->ne[0], output_row_h, c, dst,
                                                        deq, pool, st)
                             : qk_gptq_quantize_inplace(o, w, qk_model_tensor_rows(t), t->ne[0], h, dst, deq, pool, st);
+    }
+    if (rc)
+        prep_drop(c);
     return rc ? qk_error_prefix(rc, t->name) : 0;
 }
 
@@ -828,6 +867,7 @@ int qk_gptq_calib_tensor_layout(qk_gptq_calib *c, const qk_model_tensor *t, cons
 {
     double *h = NULL;
     hkind kind;
+    prep_drop(c);
     int rc = hessian_for(c, t, &h, &kind);
     if (!rc && kind == H_ROWS)
         rc = qk_error(QK_EUNSUPPORTED, "per-row Hessians are for ggml types");

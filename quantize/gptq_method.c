@@ -1,16 +1,20 @@
 /* GPTQ inside ggml blocks: see quantkit/gptq_method.h for the algorithm.
  *
- * Layout of the work: the Hessian is prepared once per tensor (dead
- * columns, damping, column order, U = chol(H^-1) upper) and shared
- * read-only; rows are cut into fixed chunks of ROW_CHUNK rows (independent
- * of the thread count, so results are too), and each chunk runs the whole
- * GPTQ pass with its lazy-batch updates as single-threaded dgemm calls,
- * then the refinement (the chunk's rows side by side, so each part of the
+ * Layout of the work: the Hessian is prepared once per tensor, or once for
+ * the tensors sharing it (qk_gptq_prepare: dead columns, damping, column
+ * order, U = chol(H^-1) upper) and shared read-only; rows are cut into
+ * fixed chunks of ROW_CHUNK rows (independent of the thread count, so the
+ * work of each row is too). Two rounds over the chunks: the GPTQ pass with
+ * its lazy-batch updates as single-threaded dgemm calls (U); then, with U
+ * freed when the Hessian is the tensor's alone and a float copy of H made,
+ * the refinement (the chunk's rows side by side, so each block of the
  * Hessian read serves all of them) and the decode check. The Hessian is
- * the caller's, worked on in place (its diagonal restored); the one other
- * n x n matrix is U. Cost per row: about n^2/2 multiply-adds for GPTQ,
- * n^2 for the objective's gradient, and ~1.3 n^2 per refinement pass; per
- * tensor 2/3 n^3 for the factorization. */
+ * the caller's, worked on in place (its diagonal restored); besides it one
+ * n x n double matrix (U), then one n x n float one. Cost per row: about
+ * n^2/2 double multiply-adds for GPTQ, n^2 float ones for the objective's
+ * gradient, and at most 2 n^2 float ones per refinement pass (1.5 n^2 in
+ * the last); per tensor (or per shared Hessian) 2/3 n^3 for the
+ * factorization. */
 #include "quantkit/gptq_method.h"
 
 #include <cblas.h>
@@ -24,7 +28,7 @@
 #include "quantkit/ggml_types.h"
 #include "quantkit/quantize.h"
 
-#define ROW_CHUNK 64
+#define ROW_CHUNK 128
 #define MAX_DAMP 10.0          /* give up beyond 1000% of the mean diagonal */
 #define PIVOT_RATIO 1e-10      /* a Cholesky pivot below this x mean diag counts as singular */
 
@@ -53,7 +57,9 @@ typedef struct {
     double *hd;      /* [n][n] H with dead columns fixed, + lambda I (the objective refinement uses): the
                         caller's matrix, worked on in place; its diagonal is put back by hess_free */
     double *diag0;   /* [n] the caller's diagonal */
-    double *u;       /* [n][n] upper Cholesky factor of Hd^-1, permuted order; lower triangle 0 */
+    double *u;       /* [n][n] upper Cholesky factor of Hd^-1, permuted order; lower triangle 0 (freed once
+                        the GPTQ pass no longer needs it) */
+    float *hf;       /* [n][n] Hd in float (the refinement's lazy updates), or NULL */
     double *cw;      /* [n] chooser weight of column c: 1 / U_pp^2, p = pos[c] */
     int64_t *perm, *pos;
     uint8_t *dead;   /* [n] */
@@ -73,6 +79,7 @@ static void hess_free(gq_hess *hs)
             hs->hd[i * hs->n + i] = hs->diag0[i];
     free(hs->diag0);
     free(hs->u);
+    free(hs->hf);
     free(hs->cw);
     free(hs->perm);
     free(hs->pos);
@@ -232,6 +239,20 @@ static int factor(gq_hess *hs, double lambda)
     return bad;
 }
 
+/* hs->hf = (float)hs->hd (n^2 floats: half the size of U, which is freed
+ * before when only one tensor uses the Hessian). */
+static int hess_make_float(gq_hess *hs)
+{
+    if (hs->hf)
+        return 0;
+    const size_t nn = (size_t)hs->n * (size_t)hs->n;
+    if (!(hs->hf = malloc(nn * sizeof(float))))
+        return qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", hs->n, hs->n);
+    for (size_t k = 0; k < nn; k++)
+        hs->hf[k] = (float)hs->hd[k];
+    return 0;
+}
+
 /* Prepare h [n][n] for GPTQ, in place: h becomes hs->hd (its diagonal
  * changes; hess_free puts it back, exactly). bs: the block size (act order). */
 static int hess_prepare(gq_hess *hs, double *h, int64_t n, int64_t bs, const qk_gptq_opts *o)
@@ -336,6 +357,7 @@ typedef struct {
     qk_gptq_row_hessian_fn row_h;
     void *row_ctx;
     double *err, *err_gptq; /* [rows] */
+    double *quad;           /* [rows] r^T Hd r of the current values */
     double *row_damp;       /* [rows] (rowwise) */
     int *row_raises;        /* [rows] (rowwise) */
     int64_t *row_dead;      /* [rows] (rowwise) */
@@ -353,168 +375,238 @@ static void job_fail(gq_job *j, int rc)
     }
 }
 
-/* Refinement of the R rows of a chunk on the objective r^T Hd r (r = w0 -
- * v): see the header. g = Hd r is kept current for every row. The rows are
- * independent; they are refined side by side so that each row (or block
- * of rows) of Hd read from memory serves all R of them: at 7B sizes Hd is
- * 128 MB to 1.6 GB, and streaming it once per row was the whole cost.
- * v [R][n], g [R][n], row i's blocks at blocks + i * row_bytes; phi
- * [3 * GQ_MAX_BS], dvs [R][bs] scratch. */
-static void refine_rows(const gq_job *j, const gq_hess *hs, int64_t R, float *v, uint8_t *blocks, double *g,
-                        double *phi, double *dvs)
+/* Lazy-update scratch of one chunk's refinement (R rows, blocks of bs). */
+typedef struct {
+    float *pend;   /* [R][n] changes of g not yet applied (the true g is g - pend) */
+    double *phi;   /* [R][2][bs] d value / d theta_p of each block element */
+    double *hphi;  /* [R][2][bs] Hbb phi */
+    double *dv;    /* [R][bs] the refit's step */
+    double *hdv;   /* [R][bs] Hbb dv */
+    double *acc;   /* [R][bs] the block's change in this sweep */
+    float *accf;   /* [R][bs] the same in float */
+    float *nv;     /* [R][bs] the refit's values */
+    uint8_t *save; /* [R][bytes] the block before the refit */
+    int *ok;       /* [R] */
+} gq_scratch;
+
+/* Refit of block kb's fp16 scales (codes fixed) by least squares for the R
+ * rows: A = Phi^T Hbb Phi, rhs = Phi^T g_b; kept where the objective drops.
+ * g must be exact on the block; it stays so (Hbb dv, double). */
+static void refit_block(const gq_job *j, const gq_hess *hs, int64_t R, int64_t kb, float *v, uint8_t *blocks,
+                        double *g, double *quad, gq_scratch *s)
 {
     const gq_type *t = j->t;
-    const int64_t n = j->n, bs = t->bs, nsub = bs / t->sub;
-    const double *H = hs->hd;
-    float nv[GQ_MAX_BS];
-    uint8_t save[GQ_MAX_BS + 64];
-    gq_sub sps[ROW_CHUNK];
-    for (int pass = 0; pass < j->o->refine; pass++) {
-        /* 1. least-squares refit of each block's fp16 scales, codes fixed */
-        for (int64_t kb = 0; kb < n / bs; kb++) {
-            const int64_t c0 = kb * bs;
-            const int np = t->n_theta;
-            int any = 0;
-            for (int64_t i = 0; i < R; i++) {
-                uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
-                float *vr = v + i * n;
-                const double *gr = g + i * n;
-                double *dvi = dvs + i * bs;
-                memset(dvi, 0, (size_t)bs * sizeof(double));
-                /* phi[p][jj]: d value / d theta_p */
-                for (int64_t jj = 0; jj < bs; jj++) {
-                    int s = (int)(jj / t->sub);
-                    float ca, cb;
-                    gq_sub sp;
-                    t->coef(t, blk, s, &ca, &cb);
-                    t->params(t, blk, s, &sp);
-                    int q = t->get_code(t, blk, (int)jj);
-                    phi[jj] = (double)ca * ((double)gq_lev(t, q) + sp.c);
-                    phi[bs + jj] = cb;
-                }
-                /* A = Phi^T Hbb Phi, rhs = Phi^T g_b */
-                double A[2][2] = {{0, 0}, {0, 0}}, rhs[2] = {0, 0}, *hphi = phi + 2 * bs;
-                for (int p = 0; p < np; p++) {
-                    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n,
-                                phi + p * bs, 1, 0.0, hphi, 1);
-                    for (int p2 = 0; p2 < np; p2++)
-                        A[p2][p] = cblas_ddot((int)bs, phi + p2 * bs, 1, hphi, 1);
-                    rhs[p] = cblas_ddot((int)bs, phi + p * bs, 1, gr + c0, 1);
-                }
-                double dt[2] = {0, 0};
-                if (np == 1) {
-                    if (!(A[0][0] > 0))
-                        continue;
-                    dt[0] = rhs[0] / A[0][0];
-                } else {
-                    double det = A[0][0] * A[1][1] - A[0][1] * A[1][0];
-                    if (!(det > 1e-300 * fabs(A[0][0] * A[1][1])) || !(A[0][0] > 0))
-                        continue;
-                    dt[0] = (A[1][1] * rhs[0] - A[0][1] * rhs[1]) / det;
-                    dt[1] = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det;
-                }
-                memcpy(save, blk, t->bytes);
-                for (int p = 0; p < np; p++)
-                    gq_theta_set(t, blk, p, (float)(gq_theta_get(t, blk, p) + dt[p]));
-                int ok = 1;
-                for (int s = 0; s < nsub && ok; s++) {
-                    gq_sub sp;
-                    t->params(t, blk, s, &sp);
-                    for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
-                        nv[jj] = gq_value(t, &sp, t->get_code(t, blk, (int)jj));
-                        if (!isfinite(nv[jj]))
-                            ok = 0;
-                    }
-                }
-                /* change of the objective: -2 dv^T g_b + dv^T Hbb dv */
-                double delta = 0;
-                for (int64_t a = 0; a < bs; a++)
-                    dvi[a] = ok ? (double)nv[a] - vr[c0 + a] : 0.0;
-                if (ok) {
-                    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)bs, (int)bs, 1.0, H + c0 * n + c0, (int)n, dvi, 1,
-                                0.0, hphi, 1);
-                    delta = cblas_ddot((int)bs, dvi, 1, hphi, 1) - 2 * cblas_ddot((int)bs, dvi, 1, gr + c0, 1);
-                }
-                if (!ok || !(delta < 0)) {
-                    memcpy(blk, save, t->bytes);
-                    memset(dvi, 0, (size_t)bs * sizeof(double));
-                    continue;
-                }
-                for (int64_t a = 0; a < bs; a++)
-                    vr[c0 + a] = nv[a];
-                any = 1;
-            }
-            /* g -= dv H[block rows, :] for every row at once (rows not refit have dv = 0) */
-            if (any)
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)bs, -1.0, dvs, (int)bs,
-                            H + c0 * n, (int)n, 1.0, g, (int)n);
+    const int64_t n = j->n, bs = t->bs, nsub = bs / t->sub, c0 = kb * bs;
+    const int np = t->n_theta;
+    const double *Hbb = hs->hd + c0 * n + c0;
+    for (int64_t i = 0; i < R; i++) {
+        const uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+        double *ph = s->phi + i * 2 * bs;
+        for (int64_t jj = 0; jj < bs; jj++) {
+            int sb = (int)(jj / t->sub);
+            float ca, cb;
+            gq_sub sp;
+            t->coef(t, blk, sb, &ca, &cb);
+            t->params(t, blk, sb, &sp);
+            int q = t->get_code(t, blk, (int)jj);
+            ph[jj] = (double)ca * ((double)gq_lev(t, q) + sp.c);
+            ph[bs + jj] = cb;
         }
-        /* 2. coordinate descent over codes: the unconstrained optimum of
-         * element c given the others is v_c + g_c / H_cc; try the code
-         * nearest to it and the two neighbours of the current code. Each
-         * row's steps are in the same order as alone; row c of H is read
-         * once for all rows. */
-        for (int64_t kb = 0; kb < n / bs; kb++) {
-            for (int s = 0; s < nsub; s++) {
-                for (int64_t i = 0; i < R; i++)
-                    t->params(t, blocks + (size_t)i * j->row_bytes + kb * t->bytes, s, &sps[i]);
-                for (int64_t jj = s * t->sub; jj < (s + 1) * t->sub; jj++) {
-                    const int64_t c = kb * bs + jj;
-                    const double hcc = H[c * n + c];
-                    if (!(hcc > 0))
-                        continue;
-                    const double *hc = H + c * n;
-                    for (int64_t i = 0; i < R; i++) {
-                        uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
-                        float *vr = v + i * n;
-                        double *gr = g + i * n;
-                        const gq_sub *sp = &sps[i];
-                        int q0 = t->get_code(t, blk, (int)jj), cand[3], best_q = q0;
-                        float tv;
-                        cand[0] = gq_nearest(t, sp, (float)(vr[c] + gr[c] / hcc), &tv);
-                        cand[1] = q0 - 1;
-                        cand[2] = q0 + 1;
-                        double best = 0;
-                        float best_v = vr[c];
-                        for (int k = 0; k < 3; k++) {
-                            if (cand[k] < 0 || cand[k] >= t->nlev || cand[k] == q0)
-                                continue;
-                            float cv = gq_value(t, sp, cand[k]);
-                            double dv = (double)cv - vr[c];
-                            double d = dv * dv * hcc - 2 * dv * gr[c];
-                            if (d < best) {
-                                best = d;
-                                best_q = cand[k];
-                                best_v = cv;
-                            }
-                        }
-                        if (best_q == q0)
-                            continue;
-                        double dv = (double)best_v - vr[c];
-                        for (int64_t k = 0; k < n; k++)
-                            gr[k] -= dv * hc[k];
-                        vr[c] = best_v;
-                        t->set_code(t, blk, (int)jj, best_q);
-                    }
-                }
+    }
+    /* Hbb is symmetric: row phi times Hbb = (Hbb phi)^T, all rows in one dgemm */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(2 * R), (int)bs, (int)bs, 1.0, s->phi, (int)bs, Hbb,
+                (int)n, 0.0, s->hphi, (int)bs);
+    int n_ok = 0;
+    for (int64_t i = 0; i < R; i++) {
+        uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+        const float *vb = v + i * n + c0;
+        const double *gb = g + i * n + c0, *ph = s->phi + i * 2 * bs, *hph = s->hphi + i * 2 * bs;
+        double *dvi = s->dv + i * bs;
+        float *nv = s->nv + i * bs;
+        double A[2][2] = {{0, 0}, {0, 0}}, rhs[2] = {0, 0}, dt[2] = {0, 0};
+        for (int p = 0; p < np; p++) {
+            for (int p2 = 0; p2 < np; p2++)
+                A[p2][p] = cblas_ddot((int)bs, ph + p2 * bs, 1, hph + p * bs, 1);
+            rhs[p] = cblas_ddot((int)bs, ph + p * bs, 1, gb, 1);
+        }
+        int ok;
+        if (np == 1) {
+            ok = A[0][0] > 0;
+            if (ok)
+                dt[0] = rhs[0] / A[0][0];
+        } else {
+            double det = A[0][0] * A[1][1] - A[0][1] * A[1][0];
+            ok = det > 1e-300 * fabs(A[0][0] * A[1][1]) && A[0][0] > 0;
+            if (ok) {
+                dt[0] = (A[1][1] * rhs[0] - A[0][1] * rhs[1]) / det;
+                dt[1] = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det;
             }
         }
+        if (ok) {
+            memcpy(s->save + (size_t)i * t->bytes, blk, t->bytes);
+            for (int p = 0; p < np; p++)
+                gq_theta_set(t, blk, p, (float)(gq_theta_get(t, blk, p) + dt[p]));
+            for (int sb = 0; sb < nsub && ok; sb++) {
+                gq_sub sp;
+                t->params(t, blk, sb, &sp);
+                for (int64_t jj = sb * t->sub; jj < (sb + 1) * t->sub; jj++) {
+                    nv[jj] = gq_value(t, &sp, t->get_code(t, blk, (int)jj));
+                    if (!isfinite(nv[jj]))
+                        ok = 0;
+                }
+            }
+            if (!ok)
+                memcpy(blk, s->save + (size_t)i * t->bytes, t->bytes);
+        }
+        s->ok[i] = ok;
+        n_ok += ok;
+        for (int64_t a = 0; a < bs; a++)
+            dvi[a] = ok ? (double)nv[a] - vb[a] : 0.0;
+    }
+    if (!n_ok)
+        return;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)bs, (int)bs, 1.0, s->dv, (int)bs, Hbb, (int)n,
+                0.0, s->hdv, (int)bs);
+    for (int64_t i = 0; i < R; i++) {
+        if (!s->ok[i])
+            continue;
+        uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+        float *vb = v + i * n + c0;
+        double *gb = g + i * n + c0, *acc = s->acc + i * bs;
+        const double *dvi = s->dv + i * bs, *hdv = s->hdv + i * bs;
+        /* change of the objective: dv^T Hbb dv - 2 dv^T g_b */
+        double delta = cblas_ddot((int)bs, dvi, 1, hdv, 1) - 2 * cblas_ddot((int)bs, dvi, 1, gb, 1);
+        if (!(delta < 0)) {
+            memcpy(blk, s->save + (size_t)i * t->bytes, t->bytes);
+            continue;
+        }
+        for (int64_t a = 0; a < bs; a++) {
+            vb[a] = s->nv[i * bs + a];
+            gb[a] -= hdv[a];
+            acc[a] += dvi[a];
+        }
+        quad[i] += delta;
     }
 }
 
-/* r^T Hd r minus the damping and dead-column terms = the undamped objective. */
-static double row_objective(const gq_hess *hs, const double *r, const double *g)
+/* Coordinate descent over block kb's codes for the R rows: the
+ * unconstrained optimum of element c given the others is v_c + g_c / H_cc;
+ * the code nearest to it and the two neighbours of the current code are
+ * tried, the best kept when it lowers the objective. g exact on the block,
+ * and kept so. */
+static void descend_block(const gq_job *j, const gq_hess *hs, int64_t R, int64_t kb, float *v, uint8_t *blocks,
+                          double *g, double *quad, gq_scratch *s)
 {
-    double e = 0;
-    for (int64_t k = 0; k < hs->n; k++) {
-        e += r[k] * g[k] - hs->lambda * r[k] * r[k];
-        if (hs->dead[k])
-            e -= hs->live_mean * r[k] * r[k];
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs, nsub = bs / t->sub, c0 = kb * bs, c1 = c0 + bs;
+    const double *H = hs->hd;
+    for (int64_t i = 0; i < R; i++) {
+        uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
+        float *vr = v + i * n;
+        double *gr = g + i * n, *acc = s->acc + i * bs;
+        for (int sb = 0; sb < nsub; sb++) {
+            gq_sub sp;
+            t->params(t, blk, sb, &sp);
+            for (int64_t jj = sb * t->sub; jj < (sb + 1) * t->sub; jj++) {
+                const int64_t c = c0 + jj;
+                const double hcc = H[c * n + c];
+                if (!(hcc > 0))
+                    continue;
+                int q0 = t->get_code(t, blk, (int)jj), cand[3], best_q = q0;
+                float tv;
+                cand[0] = gq_nearest(t, &sp, (float)(vr[c] + gr[c] / hcc), &tv);
+                cand[1] = q0 - 1;
+                cand[2] = q0 + 1;
+                double best = 0;
+                float best_v = vr[c];
+                for (int k = 0; k < 3; k++) {
+                    if (cand[k] < 0 || cand[k] >= t->nlev || cand[k] == q0)
+                        continue;
+                    float cv = gq_value(t, &sp, cand[k]);
+                    double dv = (double)cv - vr[c];
+                    double d = dv * dv * hcc - 2 * dv * gr[c];
+                    if (d < best) {
+                        best = d;
+                        best_q = cand[k];
+                        best_v = cv;
+                    }
+                }
+                if (best_q == q0)
+                    continue;
+                const double dv = (double)best_v - vr[c], *hc = H + c * n;
+                for (int64_t k = c0; k < c1; k++)
+                    gr[k] -= dv * hc[k];
+                acc[jj] += dv;
+                quad[i] += best;
+                vr[c] = best_v;
+                t->set_code(t, blk, (int)jj, best_q);
+            }
+        }
     }
-    return e;
 }
 
-/* The same from r^T Hd r already known (quad). */
+/* Refinement of the R rows of a chunk on the damped objective r^T Hd r (r =
+ * w0 - v); see the header. Each pass is two sweeps over the blocks, left to
+ * right: the scale refit of every block (refit_block), then the code
+ * descent (descend_block). A step at a block needs g = Hd r only on that
+ * block: there g is kept exact in double (Hbb), and the block's change dV
+ * [R][bs] reaches the other columns lazily, added to pend by one sgemm per
+ * changed block on the float copy of Hd, and subtracted when a block is
+ * reached (the rest at the end of the sweep). The last sweep never looks
+ * back, so it updates only the columns to its right. Per row and sweep at
+ * most n^2 float multiply-adds (n^2/2 in the last), where updating g
+ * everywhere after each change cost n^2 in double per sweep plus n per
+ * changed code, with every Hbb product a matrix-vector one; the decisions
+ * are the same up to float rounding in g (on stories260K and the synthetic
+ * tests the bytes are identical). quad[i] (r^T Hd r) follows the accepted
+ * steps' own changes. Rows are independent and go side by side so that each
+ * block of Hd read serves all R of them. */
+static void refine_rows(const gq_job *j, const gq_hess *hs, int64_t R, float *v, uint8_t *blocks, double *g,
+                        double *quad, gq_scratch *s)
+{
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs, nb = n / bs;
+    const float *Hf = hs->hf;
+    memset(s->pend, 0, (size_t)R * (size_t)n * sizeof(float));
+    for (int sweep = 0; sweep < 2 * j->o->refine; sweep++) {
+        const int last = sweep == 2 * j->o->refine - 1;
+        for (int64_t kb = 0; kb < nb; kb++) {
+            const int64_t c0 = kb * bs, c1 = c0 + bs;
+            for (int64_t i = 0; i < R; i++) {
+                double *gb = g + i * n + c0;
+                float *pb = s->pend + i * n + c0;
+                for (int64_t a = 0; a < bs; a++)
+                    gb[a] -= (double)pb[a];
+                memset(pb, 0, (size_t)bs * sizeof(float));
+            }
+            memset(s->acc, 0, (size_t)R * (size_t)bs * sizeof(double));
+            if (sweep % 2 == 0)
+                refit_block(j, hs, R, kb, v, blocks, g, quad, s);
+            else
+                descend_block(j, hs, R, kb, v, blocks, g, quad, s);
+            int any = 0;
+            for (int64_t k = 0; k < R * bs; k++) {
+                s->accf[k] = (float)s->acc[k];
+                any |= s->acc[k] != 0;
+            }
+            if (!any)
+                continue;
+            if (c1 < n)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(n - c1), (int)bs, 1.0f, s->accf,
+                            (int)bs, Hf + c0 * n + c1, (int)n, 1.0f, s->pend + c1, (int)n);
+            if (!last && c0 > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)c0, (int)bs, 1.0f, s->accf,
+                            (int)bs, Hf + c0 * n, (int)n, 1.0f, s->pend, (int)n);
+        }
+        if (!last) /* what is still pending: the left columns' share of later blocks */
+            for (size_t k = 0; k < (size_t)R * (size_t)n; k++) {
+                g[k] -= (double)s->pend[k];
+                s->pend[k] = 0.0f;
+            }
+    }
+}
+
+/* r^T Hd r (quad) minus the damping and dead-column terms = the undamped objective. */
 static double row_objective_from(const gq_hess *hs, const double *r, double quad)
 {
     double e = quad;
@@ -526,8 +618,31 @@ static double row_objective_from(const gq_hess *hs, const double *r, double quad
     return e;
 }
 
-/* GPTQ over rows [r0, r0+R) with a prepared Hessian. */
-static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
+/* Checks that row `row`'s bytes decode to exactly v [n] (the values the
+ * algorithm used) and hands them to deq. */
+static int finish_row(gq_job *j, int64_t row, const float *v, float *dec)
+{
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs;
+    const uint8_t *brow = j->blocks + (size_t)row * j->row_bytes;
+    for (int64_t kb = 0; kb < n / bs; kb++) {
+        gq_decode(t, brow + kb * t->bytes, dec);
+        for (int64_t jj = 0; jj < bs; jj++)
+            if (!(dec[jj] == v[kb * bs + jj]))
+                return qk_error(QK_EFORMAT,
+                                "internal error: %s block %" PRId64 " of row %" PRId64 " decodes element %" PRId64
+                                " to %.9g, not the %.9g chosen", t->type >= 0 ? qk_type_name(t->type) : "GPTQ", kb,
+                                row, jj, (double)dec[jj], (double)v[kb * bs + jj]);
+    }
+    if (j->deq)
+        memcpy(j->deq + (size_t)row * (size_t)n, v, (size_t)n * sizeof(float));
+    return 0;
+}
+
+/* The GPTQ pass over rows [r0, r0+R) with a prepared Hessian: blocks,
+ * err_gptq and quad (r^T Hd r after it); without refinement also err, the
+ * decode check and deq. */
+static int gptq_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
 {
     const gq_type *t = j->t;
     const int64_t n = j->n, bs = t->bs, B = j->B;
@@ -536,15 +651,11 @@ static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
     double *wp = malloc(rn * sizeof(double));        /* [R][n] weights being updated, permuted order */
     double *err = malloc((size_t)R * (size_t)B * sizeof(double)); /* [R][B] scaled errors of the batch */
     double *w0 = malloc(rn * sizeof(double));        /* [R][n] original weights, dead zeroed, original order */
-    double *g = malloc(rn * sizeof(double));         /* [R][n] Hd (w0 - v) */
-    double *r = malloc((size_t)n * sizeof(double));
-    double *phi = malloc(3 * GQ_MAX_BS * sizeof(double));
-    double *dvs = malloc((size_t)R * GQ_MAX_BS * sizeof(double)); /* [R][bs] refinement steps */
-    double *esum = calloc((size_t)R, sizeof(double));              /* [R] sum of squared scaled errors */
+    double *esum = calloc((size_t)R, sizeof(double)); /* [R] sum of squared scaled errors */
     float *v = malloc(rn * sizeof(float));           /* [R][n] chosen values, original order */
     float xb[GQ_MAX_BS], wb[GQ_MAX_BS], dec[GQ_MAX_BS];
     int rc = 0;
-    if (!wp || !err || !w0 || !g || !r || !phi || !dvs || !esum || !v) {
+    if (!wp || !err || !w0 || !esum || !v) {
         rc = qk_error(QK_ENOMEM, "out of memory for GPTQ rows of %" PRId64 " columns", n);
         goto done;
     }
@@ -604,65 +715,113 @@ static int run_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
     }
     if (rc)
         goto done;
-    for (size_t k = 0; k < rn; k++)
-        wp[k] = w0[k] - (double)v[k];
-    if (j->o->refine > 0) {
-        /* g = (w0 - v) Hd for all rows at once (n^2 per row), kept current by the refinement */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)n, 1.0, wp, (int)n, hs->hd,
-                    (int)n, 0.0, g, (int)n);
-        for (int64_t i = 0; i < R; i++)
-            j->err_gptq[r0 + i] = row_objective(hs, wp + i * n, g + i * n);
-        refine_rows(j, hs, R, v, j->blocks + (size_t)r0 * j->row_bytes, g, phi, dvs);
-    } else {
-        /* The GPTQ pass's own account: r = w0 - v = U^T e (permuted order),
-         * and U Hd U^T = I, so r^T Hd r = sum e^2; O(n) instead of n^2. */
-        for (int64_t i = 0; i < R; i++)
-            j->err_gptq[r0 + i] = row_objective_from(hs, wp + i * n, esum[i]);
-    }
+    /* The GPTQ pass's own account of the objective: r = w0 - v = U^T e
+     * (permuted order), and U Hd U^T = I, so r^T Hd r = sum e^2. */
     for (int64_t i = 0; i < R && !rc; i++) {
         const int64_t row = r0 + i;
-        uint8_t *brow = j->blocks + (size_t)row * j->row_bytes;
-        float *vr = v + i * n;
-        double *gr = g + i * n;
+        double *r = wp + i * n;
         for (int64_t k = 0; k < n; k++)
-            r[k] = w0[i * n + k] - (double)vr[k];
-        j->err[row] = j->o->refine > 0 ? row_objective(hs, r, gr) : j->err_gptq[row];
-        /* the bytes must decode to exactly the values used */
-        for (int64_t kb = 0; kb < n / bs && !rc; kb++) {
-            gq_decode(t, brow + kb * t->bytes, dec);
-            for (int64_t jj = 0; jj < bs; jj++)
-                if (!(dec[jj] == vr[kb * bs + jj])) {
-                    rc = qk_error(QK_EFORMAT,
-                                  "internal error: %s block %" PRId64 " of row %" PRId64 " decodes element %" PRId64
-                                  " to %.9g, not the %.9g chosen", t->type >= 0 ? qk_type_name(t->type) : "GPTQ",
-                                  kb, row, jj, (double)dec[jj], (double)vr[kb * bs + jj]);
-                    break;
-                }
+            r[k] = w0[i * n + k] - (double)v[i * n + k];
+        j->quad[row] = esum[i];
+        j->err_gptq[row] = row_objective_from(hs, r, esum[i]);
+        if (j->o->refine == 0) {
+            j->err[row] = j->err_gptq[row];
+            rc = finish_row(j, row, v + i * n, dec);
         }
-        if (j->deq)
-            memcpy(j->deq + (size_t)row * (size_t)n, vr, (size_t)n * sizeof(float));
     }
 done:
     free(wp);
     free(err);
     free(w0);
-    free(g);
-    free(r);
-    free(phi);
-    free(dvs);
     free(esum);
     free(v);
     return rc;
 }
 
-static void task_shared(void *ctx, int64_t ci, int thread)
+/* The refinement of rows [r0, r0+R) after their GPTQ pass (the chunk's
+ * values decoded from its blocks), then err, the decode check and deq. */
+static int refine_chunk(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
+{
+    const gq_type *t = j->t;
+    const int64_t n = j->n, bs = t->bs;
+    const size_t rn = (size_t)R * (size_t)n, rb = (size_t)R * (size_t)bs;
+    float *v = malloc(rn * sizeof(float));     /* [R][n] current values */
+    float *rf = malloc(rn * sizeof(float));    /* [R][n] w0 - v for g's start */
+    double *g = malloc(rn * sizeof(double));   /* [R][n] Hd (w0 - v) */
+    double *r = malloc((size_t)n * sizeof(double));
+    float dec[GQ_MAX_BS];
+    gq_scratch s = {.pend = malloc(rn * sizeof(float)), .phi = malloc(2 * rb * sizeof(double)),
+                    .hphi = malloc(2 * rb * sizeof(double)), .dv = malloc(rb * sizeof(double)),
+                    .hdv = malloc(rb * sizeof(double)), .acc = malloc(rb * sizeof(double)),
+                    .accf = malloc(rb * sizeof(float)), .nv = malloc(rb * sizeof(float)),
+                    .save = malloc((size_t)R * t->bytes), .ok = malloc((size_t)R * sizeof(int))};
+    int rc = 0;
+    if (!v || !rf || !g || !r || !s.pend || !s.phi || !s.hphi || !s.dv || !s.hdv || !s.acc || !s.accf || !s.nv ||
+        !s.save || !s.ok) {
+        rc = qk_error(QK_ENOMEM, "out of memory for GPTQ rows of %" PRId64 " columns", n);
+        goto done;
+    }
+    for (int64_t i = 0; i < R; i++) {
+        const uint8_t *brow = j->blocks + (size_t)(r0 + i) * j->row_bytes;
+        const float *src = j->w + (size_t)(r0 + i) * (size_t)n;
+        for (int64_t kb = 0; kb < n / bs; kb++)
+            gq_decode(t, brow + kb * t->bytes, v + i * n + kb * bs);
+        for (int64_t c = 0; c < n; c++)
+            rf[i * n + c] = (float)((hs->dead[c] ? 0.0 : (double)src[c]) - (double)v[i * n + c]);
+    }
+    /* g = (w0 - v) Hd, in float (it only steers the refinement; the
+     * objective itself comes from the GPTQ pass and the accepted steps) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)n, 1.0f, rf, (int)n, hs->hf, (int)n,
+                0.0f, s.pend, (int)n);
+    for (size_t k = 0; k < rn; k++)
+        g[k] = (double)s.pend[k];
+    refine_rows(j, hs, R, v, j->blocks + (size_t)r0 * j->row_bytes, g, j->quad + r0, &s);
+    for (int64_t i = 0; i < R && !rc; i++) {
+        const int64_t row = r0 + i;
+        const float *src = j->w + (size_t)row * (size_t)n;
+        for (int64_t c = 0; c < n; c++)
+            r[c] = (hs->dead[c] ? 0.0 : (double)src[c]) - (double)v[i * n + c];
+        j->err[row] = row_objective_from(hs, r, j->quad[row]);
+        rc = finish_row(j, row, v + i * n, dec);
+    }
+done:
+    free(v);
+    free(rf);
+    free(g);
+    free(r);
+    free(s.pend);
+    free(s.phi);
+    free(s.hphi);
+    free(s.dv);
+    free(s.hdv);
+    free(s.acc);
+    free(s.accf);
+    free(s.nv);
+    free(s.save);
+    free(s.ok);
+    return rc;
+}
+
+static void task_gptq(void *ctx, int64_t ci, int thread)
 {
     (void)thread;
     gq_job *j = ctx;
     if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
         return;
     int64_t r0 = ci * ROW_CHUNK, R = j->rows - r0 < ROW_CHUNK ? j->rows - r0 : ROW_CHUNK;
-    int rc = run_rows(j, j->shared, r0, R);
+    int rc = gptq_rows(j, j->shared, r0, R);
+    if (rc)
+        job_fail(j, rc);
+}
+
+static void task_refine(void *ctx, int64_t ci, int thread)
+{
+    (void)thread;
+    gq_job *j = ctx;
+    if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
+        return;
+    int64_t r0 = ci * ROW_CHUNK, R = j->rows - r0 < ROW_CHUNK ? j->rows - r0 : ROW_CHUNK;
+    int rc = refine_chunk(j, j->shared, r0, R);
     if (rc)
         job_fail(j, rc);
 }
@@ -680,7 +839,9 @@ static void task_rowwise(void *ctx, int64_t row, int thread)
         j->row_damp[row] = hs.damp;
         j->row_raises[row] = hs.n_raises;
         j->row_dead[row] = hs.n_dead;
-        rc = run_rows(j, &hs, row, 1);
+        rc = gptq_rows(j, &hs, row, 1);
+        if (!rc && j->o->refine > 0 && !(rc = hess_make_float(&hs)))
+            rc = refine_chunk(j, &hs, row, 1);
         hess_free(&hs);
     } else if (rc) {
         qk_error_prefix(rc, "row Hessian");
@@ -713,11 +874,13 @@ static int check_args(const qk_gptq_opts *o, const gq_type *t, const float *w, i
     return 0;
 }
 
-/* Shared driver: blocks (rows x row_bytes) out, internal format of t. h
- * (shared Hessian) is worked on in place and restored. */
+/* Shared driver: blocks (rows x row_bytes) out, internal format of t. With
+ * pre (a prepared Hessian, kept) h is unused; else h (shared Hessian) is
+ * prepared here, worked on in place and restored; or per-row Hessians
+ * through row_h. */
 static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64_t rows, int64_t cols,
                   double *h, qk_gptq_row_hessian_fn row_h, void *row_ctx, uint8_t *blocks, float *deq,
-                  qk_pool *pool, qk_gptq_stats *st)
+                  qk_pool *pool, qk_gptq_stats *st, gq_hess *pre)
 {
     double t0 = qk_now();
     int rc = check_args(o, t, w, rows, cols);
@@ -728,32 +891,51 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
     int64_t B = o->batch > 0 ? o->batch : 128;
     j.B = (B + t->bs - 1) / t->bs * t->bs;
     j.row_bytes = (size_t)(cols / t->bs) * t->bytes;
-    gq_hess hs;
-    int have_hs = 0;
+    gq_hess own, *hs = pre;
+    int have_own = 0;
     j.err = calloc((size_t)rows, sizeof(double));
     j.err_gptq = calloc((size_t)rows, sizeof(double));
+    j.quad = calloc((size_t)rows, sizeof(double));
     if (row_h) {
         j.row_damp = calloc((size_t)rows, sizeof(double));
         j.row_raises = calloc((size_t)rows, sizeof(int));
         j.row_dead = calloc((size_t)rows, sizeof(int64_t));
     }
-    if (!j.err || !j.err_gptq || (row_h && (!j.row_damp || !j.row_raises || !j.row_dead))) {
+    if (!j.err || !j.err_gptq || !j.quad || (row_h && (!j.row_damp || !j.row_raises || !j.row_dead))) {
         rc = qk_error(QK_ENOMEM, "out of memory");
         goto done;
     }
     if (!row_h) {
-        /* the factorization (2/3 n^3: ~45 s on one core for a 14336-column
-         * ffn_down) on OpenBLAS's threads while the pool is idle (its
-         * blocked algorithm splits each update by columns: the same sums,
-         * whatever the thread count); the row chunks on the pool's */
-        openblas_set_num_threads(qk_pool_size(pool));
-        rc = hess_prepare(&hs, h, cols, t->bs, o);
-        openblas_set_num_threads(1);
-        if (rc)
-            goto done;
-        have_hs = 1;
-        j.shared = &hs;
-        qk_pool_run(pool, (rows + ROW_CHUNK - 1) / ROW_CHUNK, 1, task_shared, &j);
+        if (!hs) {
+            /* the factorization (2/3 n^3: ~45 s on one core for a 14336-column
+             * ffn_down) on OpenBLAS's threads while the pool is idle; the row
+             * chunks on the pool's. LAPACK does not promise the same last bits
+             * of U for every thread count (OpenBLAS 0.3.21's dpotrf and dtrtri
+             * differ there between 1 and 2 threads): the bytes change only
+             * where a rounding is tied within them, which no test has hit, but
+             * the GPTQ pass's error account (sum e^2) shows it. */
+            openblas_set_num_threads(qk_pool_size(pool));
+            rc = hess_prepare(&own, h, cols, t->bs, o);
+            openblas_set_num_threads(1);
+            if (rc)
+                goto done;
+            have_own = 1;
+            hs = &own;
+        }
+        j.shared = hs;
+        const int64_t n_chunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+        qk_pool_run(pool, n_chunks, 1, task_gptq, &j);
+        if (!j.failed && o->refine > 0) {
+            /* U is done with: a Hessian of this tensor alone gives its memory
+             * back before the float copy is made */
+            if (have_own) {
+                free(own.u);
+                own.u = NULL;
+            }
+            if ((rc = hess_make_float(hs)))
+                goto done;
+            qk_pool_run(pool, n_chunks, 1, task_refine, &j);
+        }
     } else {
         openblas_set_num_threads(1); /* the pool parallelises over rows */
         qk_pool_run(pool, rows, 1, task_rowwise, &j);
@@ -768,10 +950,10 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
             st->err += j.err[r];
             st->err_gptq += j.err_gptq[r];
         }
-        if (have_hs) {
-            st->damp = hs.damp;
-            st->n_raises = hs.n_raises;
-            st->n_dead = hs.n_dead;
+        if (hs) {
+            st->damp = hs->damp;
+            st->n_raises = hs->n_raises;
+            st->n_dead = hs->n_dead;
         } else {
             for (int64_t r = 0; r < rows; r++) {
                 st->damp = j.row_damp[r] > st->damp ? j.row_damp[r] : st->damp;
@@ -782,14 +964,76 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
         st->seconds = qk_now() - t0;
     }
 done:
-    if (have_hs)
-        hess_free(&hs);
+    if (have_own)
+        hess_free(&own);
     free(j.err);
     free(j.err_gptq);
+    free(j.quad);
     free(j.row_damp);
     free(j.row_raises);
     free(j.row_dead);
     return rc;
+}
+
+/* ------------------------------------------------- prepared Hessians */
+
+struct qk_gptq_prepared {
+    gq_hess hs;
+    int64_t bs;      /* block size the column order was made for */
+    double damp;     /* the options it was prepared with */
+    int act_order;
+};
+
+int qk_gptq_prepare(qk_gptq_prepared **out, const qk_gptq_opts *o, double *h, int64_t cols, qk_pool *pool)
+{
+    *out = NULL;
+    const gq_type *t = o->type == QK_GPTQ_LAYOUT ? NULL : gq_type_get(o->type);
+    if (!t)
+        return qk_error(QK_EINVAL, "GPTQ: no prepared Hessians for type %s", qk_type_name(o->type));
+    if (cols <= 0 || cols % t->bs || cols > INT32_MAX / 2)
+        return qk_error(QK_EINVAL, "GPTQ into %s: %" PRId64 " columns are not a positive multiple of its %d-element "
+                                   "block", qk_type_name(o->type), cols, t->bs);
+    if (!(o->damp >= 0 && o->damp <= MAX_DAMP))
+        return qk_error(QK_EINVAL, "GPTQ damping %g outside [0, %g]", o->damp, MAX_DAMP);
+    qk_gptq_prepared *p = calloc(1, sizeof *p);
+    if (!p)
+        return qk_error(QK_ENOMEM, "out of memory");
+    openblas_set_num_threads(qk_pool_size(pool));
+    int rc = hess_prepare(&p->hs, h, cols, t->bs, o);
+    openblas_set_num_threads(1);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    p->bs = t->bs;
+    p->damp = o->damp;
+    p->act_order = o->act_order;
+    *out = p;
+    return 0;
+}
+
+int qk_gptq_prepared_fits(const qk_gptq_prepared *p, const qk_gptq_opts *o, int64_t cols)
+{
+    const gq_type *t = o->type == QK_GPTQ_LAYOUT ? NULL : gq_type_get(o->type);
+    return p && t && p->hs.n == cols && (p->bs == t->bs || !o->act_order) && p->damp == o->damp &&
+           p->act_order == o->act_order;
+}
+
+int qk_gptq_quantize_prepared(const qk_gptq_opts *o, qk_gptq_prepared *p, const float *w, int64_t rows, void *dst,
+                              float *deq, qk_pool *pool, qk_gptq_stats *st)
+{
+    if (!qk_gptq_prepared_fits(p, o, p->hs.n))
+        return qk_error(QK_EINVAL, "GPTQ: the prepared Hessian was made with other options (damping, act order, "
+                                   "block size) than %s's", qk_type_name(o->type));
+    return gq_run(o, gq_type_get(o->type), w, rows, p->hs.n, NULL, NULL, NULL, dst, deq, pool, st, &p->hs);
+}
+
+void qk_gptq_prepared_free(qk_gptq_prepared *p)
+{
+    if (!p)
+        return;
+    hess_free(&p->hs);
+    free(p);
 }
 
 /* A working copy of a caller's const Hessian. */
@@ -808,7 +1052,7 @@ int qk_gptq_quantize_inplace(const qk_gptq_opts *o, const float *w, int64_t rows
 {
     if (o->type == QK_GPTQ_LAYOUT)
         return qk_error(QK_EINVAL, "the GPTQ layout is written with qk_gptq_quantize_layout");
-    return gq_run(o, gq_type_get(o->type), w, rows, cols, h, NULL, NULL, dst, deq, pool, st);
+    return gq_run(o, gq_type_get(o->type), w, rows, cols, h, NULL, NULL, dst, deq, pool, st, NULL);
 }
 
 int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
@@ -829,7 +1073,7 @@ int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows
 {
     if (o->type == QK_GPTQ_LAYOUT)
         return qk_error(QK_EINVAL, "per-row Hessians are for ggml types");
-    return gq_run(o, gq_type_get(o->type), w, rows, cols, NULL, row_h, ctx, dst, deq, pool, st);
+    return gq_run(o, gq_type_get(o->type), w, rows, cols, NULL, row_h, ctx, dst, deq, pool, st, NULL);
 }
 
 int qk_gptq_quantize_layout(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h,
@@ -860,7 +1104,7 @@ int qk_gptq_quantize_layout_inplace(const qk_gptq_opts *o, const float *w, int64
     uint8_t *blocks = malloc((size_t)rows * (size_t)ng * t.bytes);
     if (!blocks)
         return qk_error(QK_ENOMEM, "out of memory");
-    int rc = gq_run(o, &t, w, rows, cols, h, NULL, NULL, blocks, deq, pool, st);
+    int rc = gq_run(o, &t, w, rows, cols, h, NULL, NULL, blocks, deq, pool, st, NULL);
     for (int64_t r = 0; r < rows && !rc; r++)
         for (int64_t g = 0; g < ng; g++) {
             const uint8_t *b = blocks + ((size_t)r * (size_t)ng + (size_t)g) * t.bytes;

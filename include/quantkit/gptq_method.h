@@ -35,7 +35,10 @@
  *      each block's fp16 scales (d, and dmin / m where the type has them)
  *      are refit by least squares; then a coordinate descent over codes
  *      moves any code whose change lowers the objective. Only changes that
- *      lower it are kept.
+ *      lower it are kept. The gradient H (w - q) is exact in double on the
+ *      block being worked on; changes reach the other columns lazily, one
+ *      float product per changed block (so a decision can differ from the
+ *      all-double one only by float rounding in the gradient).
  *   5. The bytes are decoded and checked against the values the algorithm
  *      used.
  * Rows are independent given H: they are processed in fixed chunks over the
@@ -95,17 +98,39 @@ typedef struct qk_gptq_stats {
  * options), QK_ENONFINITE (non-finite weights or Hessian, or no damping up to
  * 1000x the mean diagonal makes H factorizable), QK_ELIMIT (a scale
  * overflows fp16), QK_ENOMEM. Memory: two cols x cols double matrices besides
- * the caller's (a working copy of H and the Cholesky factor), and a few
- * rows x cols buffers per pool chunk. */
+ * the caller's (a working copy of H and the Cholesky factor; with refine,
+ * the factor is replaced by a float copy of H once the GPTQ pass is done),
+ * and a few 128 x cols buffers per pool thread. st->err and
+ * st->err_gptq are the objective as the algorithm accounts it (within
+ * 1e-6 relative of qk_gptq_layer_error; the tests check). */
 int qk_gptq_quantize(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, const double *h, void *dst,
                      float *deq, qk_pool *pool, qk_gptq_stats *st);
 /* The same working on h in place: only its diagonal is changed while it
  * runs, and it is put back bit for bit before returning (success or not),
  * so a Hessian shared by several tensors (q/k/v) can be passed to each in
- * turn. One cols x cols double matrix besides h (the factor). Results are
- * identical to qk_gptq_quantize. */
+ * turn. One cols x cols double matrix besides h (the factor, then with
+ * refine a float copy of h). Results are identical to qk_gptq_quantize;
+ * tensors sharing h share one factorization with qk_gptq_prepare below. */
 int qk_gptq_quantize_inplace(const qk_gptq_opts *o, const float *w, int64_t rows, int64_t cols, double *h, void *dst,
                              float *deq, qk_pool *pool, qk_gptq_stats *st);
+
+/* A Hessian prepared once (dead columns, damping, column order, the
+ * Cholesky factor of its inverse: 2/3 n^3 flops) for several tensors that
+ * share one input, q/k/v or gate/up: qk_gptq_quantize_prepared on each gives
+ * the very bytes and stats qk_gptq_quantize_inplace gives. h [cols][cols]
+ * is worked on in place and must stay alive and unchanged until
+ * qk_gptq_prepared_free, which restores its diagonal bit for bit. Memory:
+ * the factor (cols^2 doubles) and, once a tensor is refined, a float copy
+ * of h. ggml types only. A handle is used by one caller at a time. */
+typedef struct qk_gptq_prepared qk_gptq_prepared;
+int qk_gptq_prepare(qk_gptq_prepared **out, const qk_gptq_opts *o, double *h, int64_t cols, qk_pool *pool);
+/* 1 when p can serve a tensor of `cols` columns quantized with o (the same
+ * damping and act order, and the same block size under act order). */
+int qk_gptq_prepared_fits(const qk_gptq_prepared *p, const qk_gptq_opts *o, int64_t cols);
+/* qk_gptq_quantize with the prepared Hessian (QK_EINVAL when it does not fit o). */
+int qk_gptq_quantize_prepared(const qk_gptq_opts *o, qk_gptq_prepared *p, const float *w, int64_t rows, void *dst,
+                              float *deq, qk_pool *pool, qk_gptq_stats *st);
+void qk_gptq_prepared_free(qk_gptq_prepared *p);
 
 /* The same into the GPTQ layout (o->type == QK_GPTQ_LAYOUT): codes q
  * [rows][cols] in [0, 2^bits - 1], fp16 scales and zero points
