@@ -480,8 +480,17 @@ int qk_afile_commit(qk_afile *f)
     stop_writer(f);
     if (!rc && fsync(f->fd) != 0)
         rc = qk_error(QK_EIO, "%s: fsync: %s", f->path, strerror(errno));
+    int linked = 0; /* the unnamed file was linked at its destination directly */
     if (!rc && !f->tmp) {
-        /* Give the unnamed file a temporary name, then rename it into place. */
+        /* A new destination: link the unnamed file there, atomically, with
+         * no temporary name a kill could leave behind. */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+        linked = linkat(AT_FDCWD, proc, AT_FDCWD, f->path, AT_SYMLINK_FOLLOW) == 0;
+    }
+    if (!rc && !f->tmp && !linked) {
+        /* An existing destination (or no /proc): give the unnamed file a
+         * temporary name, then rename it over the destination. */
         f->tmp = tmp_name_for(f->path);
         if (!f->tmp)
             rc = qk_error(QK_ENOMEM, "%s: out of memory", f->path);
@@ -510,7 +519,7 @@ int qk_afile_commit(qk_afile *f)
             break;
         }
     }
-    if (!rc && rename(f->tmp, f->path) != 0)
+    if (!rc && !linked && rename(f->tmp, f->path) != 0)
         rc = qk_error(QK_EIO, "%s: rename: %s", f->path, strerror(errno));
     if (!rc) {
         /* Make the rename durable. */
