@@ -201,26 +201,32 @@ START_TEST(test_forward_fox_emulating_llamacpp)
     QK_REQUIRE_DATA(nllp, GOLD_NLL);
     QK_REQUIRE_DATA(lp, GOLD_LOGITS);
     QK_REQUIRE_DATA(p, "models/stories260K/stories260K.gguf");
+    QK_REQUIRE_DATA(pb, BIN);
+    QK_REQUIRE_DATA(ph, "models/stories260K-hf/float32");
     golden g;
     golden_load(&g, nllp, lp);
-    qk_model *m = open_model(p);
-    qk_forward *f;
-    qk_forward_opts o = {.n_threads = 2, .max_tokens = NTOK, .emulate_llamacpp = 1};
-    ck_assert_int_eq(qk_forward_new(&f, m, &o), 0);
-    float *l = run_f(f, g.ids, 1, NTOK, 0, NV);
-    double per[NTOK - 1];
-    double tot = total_nll(l, g.ids, per);
-    double err = max_abs_diff(l, g.logits, (int64_t)NTOK * NV);
-    fprintf(stderr, "forward emulating llama.cpp: total NLL %.6f (llama.cpp 54.402925), max |logit err| %.3g\n", tot,
-            err);
-    ck_assert_msg(err <= 1e-3, "logits differ from llama.cpp's by %g", err);
-    ck_assert_msg(fabs(tot - 54.402925) <= 1e-4, "total NLL %.6f", tot);
-    double err0 = max_abs_diff(l, g.logits, NV); /* position 0: attention over one key */
-    ck_assert_msg(err0 <= 1e-5, "position 0 differs from llama.cpp's by %g", err0);
-    free(l);
+    /* the same weights in all three layouts (F32): the same answer */
+    const char *paths[] = {p, pb, ph};
+    for (int k = 0; k < 3; k++) {
+        qk_model *m = open_model(paths[k]);
+        qk_forward *f;
+        qk_forward_opts o = {.n_threads = 2, .max_tokens = NTOK, .emulate_llamacpp = 1};
+        ck_assert_int_eq(qk_forward_new(&f, m, &o), 0);
+        float *l = run_f(f, g.ids, 1, NTOK, 0, NV);
+        double per[NTOK - 1];
+        double tot = total_nll(l, g.ids, per);
+        double err = max_abs_diff(l, g.logits, (int64_t)NTOK * NV);
+        fprintf(stderr, "forward emulating llama.cpp (%s): total NLL %.6f (llama.cpp 54.402925), max |logit err| %.3g\n",
+                paths[k], tot, err);
+        ck_assert_msg(err <= 1e-3, "%s: logits differ from llama.cpp's by %g", paths[k], err);
+        ck_assert_msg(fabs(tot - 54.402925) <= 1e-4, "%s: total NLL %.6f", paths[k], tot);
+        double err0 = max_abs_diff(l, g.logits, NV); /* position 0: attention over one key */
+        ck_assert_msg(err0 <= 1e-5, "%s: position 0 differs from llama.cpp's by %g", paths[k], err0);
+        free(l);
+        qk_forward_free(f);
+        qk_model_close(m);
+    }
     free(g.logits);
-    qk_forward_free(f);
-    qk_model_close(m);
 }
 END_TEST
 
