@@ -709,18 +709,6 @@ static int layer_done(qk_calib_collector *c, int64_t layer, int64_t first, int64
     return rc;
 }
 
-/* Drop the mapped pages of layer l's tensors (the layer is done: the
- * resident set stays one layer's weights, not the whole file). */
-static void release_layer(const qk_model *m, int64_t l)
-{
-    char prefix[32];
-    int np = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
-    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
-        const qk_model_tensor *t = qk_model_tensor_at(m, i);
-        if (!strncmp(t->name, prefix, (size_t)np))
-            qk_model_release(t);
-    }
-}
 
 static int stop_logits(void *ctx, int64_t seq, int64_t pos, const float *logits)
 {
@@ -768,7 +756,7 @@ int qk_calib_collect_layers(qk_calib_collector *c, qk_forward *f, const int32_t 
         }
         if (!rc)
             rc = layer_done(c, l, first, N_LAYER_LINEAR, fn, ctx);
-        release_layer(c->m, l);
+        qk_model_release_layer(c->m, l);
     }
     if (!rc && c->out_entry >= 0 && n_layers == c->n_layer) {
         /* the output projection's input: the final normed states; stop before the matmul */

@@ -128,6 +128,17 @@ void qk_model_release(const qk_model_tensor *t)
         qk_mmap_release(t->map, (uint64_t)(t->data - t->map->data), t->nbytes);
 }
 
+void qk_model_release_layer(const qk_model *m, int64_t l)
+{
+    char prefix[32];
+    int np = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
+    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
+        const qk_model_tensor *t = qk_model_tensor_at(m, i);
+        if (!strncmp(t->name, prefix, (size_t)np))
+            qk_model_release(t);
+    }
+}
+
 int qk_model_set_scales(qk_model *m, const char *name, const float *col_scale, const float *row_scale)
 {
     int64_t i = 0;

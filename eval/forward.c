@@ -307,6 +307,26 @@ static int linear(qk_forward *f, int layer, int kind, int64_t wi, const float *x
     return 0;
 }
 
+/* f->scored: the rows of positions [first_logit, n_ctx) of every sequence,
+ * *n_sc of them; f->logits sized for them. */
+static int scored_rows(qk_forward *f, int64_t n_seq, int64_t n_ctx, int64_t first_logit, int64_t *n_sc)
+{
+    const int64_t V = f->c.n_vocab;
+    int64_t n = 0;
+    for (int64_t s = 0; s < n_seq; s++)
+        for (int64_t p = first_logit; p < n_ctx; p++)
+            f->scored[n++] = s * n_ctx + p;
+    *n_sc = n;
+    if (n * V > f->logits_cap) {
+        free(f->logits);
+        f->logits_cap = 0;
+        if (!(f->logits = malloc((size_t)n * (size_t)V * sizeof(float))))
+            return qk_error(QK_ENOMEM, "out of memory for %lld x %lld logits", (long long)n, (long long)V);
+        f->logits_cap = n * V;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------ per-token steps */
 
 /* The pool for a step of about `work` float operations, or NULL (run on the
@@ -750,17 +770,9 @@ int qk_forward_run(qk_forward *f, const int32_t *tokens, int64_t n_seq, int64_t 
         return 0;
 
     /* output: only the scored rows, gathered, normalised into xn */
-    int64_t n_sc = 0;
-    for (int64_t s = 0; s < n_seq; s++)
-        for (int64_t p = first_logit; p < n_ctx; p++)
-            f->scored[n_sc++] = s * n_ctx + p;
-    if (n_sc * V > f->logits_cap) {
-        free(f->logits);
-        f->logits_cap = 0;
-        if (!(f->logits = malloc((size_t)n_sc * (size_t)V * sizeof(float))))
-            return qk_error(QK_ENOMEM, "out of memory for %lld x %lld logits", (long long)n_sc, (long long)V);
-        f->logits_cap = n_sc * V;
-    }
+    int64_t n_sc;
+    if ((rc = scored_rows(f, n_seq, n_ctx, first_logit, &n_sc)))
+        return rc;
     j.rows = f->scored;
     j.norm_w = norm_weight(f, f->out_norm);
     qk_pool_run(pool_for(f, (double)(n_sc * c->n_embd)), n_sc, 0, norm_item, &j);
@@ -891,17 +903,9 @@ int qk_forward_final(qk_forward *f, const float *x, int64_t n_seq, int64_t n_ctx
         return rc;
     const int64_t T = n_seq * n_ctx, V = c->n_vocab;
     memcpy(f->x, x, (size_t)(T * c->n_embd) * sizeof(float));
-    int64_t n_sc = 0;
-    for (int64_t s = 0; s < n_seq; s++)
-        for (int64_t p = first_logit; p < n_ctx; p++)
-            f->scored[n_sc++] = s * n_ctx + p;
-    if (n_sc * V > f->logits_cap) {
-        free(f->logits);
-        f->logits_cap = 0;
-        if (!(f->logits = malloc((size_t)n_sc * (size_t)V * sizeof(float))))
-            return qk_error(QK_ENOMEM, "out of memory for %lld x %lld logits", (long long)n_sc, (long long)V);
-        f->logits_cap = n_sc * V;
-    }
+    int64_t n_sc;
+    if ((rc = scored_rows(f, n_seq, n_ctx, first_logit, &n_sc)))
+        return rc;
     row_job j = {.f = f, .n_ctx = n_ctx, .rows = f->scored, .norm_w = norm_weight(f, f->out_norm)};
     atomic_init(&j.err, 0);
     qk_pool_run(pool_for(f, (double)(n_sc * c->n_embd)), n_sc, 0, norm_item, &j);

@@ -312,18 +312,6 @@ static int sweep(qk_gptq_calib *c, int64_t l, int parts)
     return rc;
 }
 
-/* Drop the mapped pages of layer l's tensors once the state has left it
- * (the resident set stays about one layer's weights). */
-static void release_layer(const qk_model *m, int64_t l)
-{
-    char prefix[32];
-    int np = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
-    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
-        const qk_model_tensor *t = qk_model_tensor_at(m, i);
-        if (!strncmp(t->name, prefix, (size_t)np))
-            qk_model_release(t);
-    }
-}
 
 /* Move the state to (layer, stage): forward through whole parts with the
  * current weights; backwards by starting again from the embeddings. */
@@ -351,7 +339,7 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
         if (parts == QK_FORWARD_ATTN) {
             c->x_stage = 1;
         } else {
-            release_layer(c->m, c->x_layer);
+            qk_model_release_layer(c->m, c->x_layer);
             c->x_layer++;
             c->x_stage = 0;
         }
@@ -398,7 +386,7 @@ static int collect_layer(qk_gptq_calib *c, int64_t l, unsigned mask, int stop_gr
     if (rc)
         return rc;
     if (stop_group < 0) { /* the whole layer ran: the state moved on */
-        release_layer(c->m, l);
+        qk_model_release_layer(c->m, l);
         c->x_layer = l + 1;
         c->x_stage = 0;
     }

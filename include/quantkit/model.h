@@ -109,6 +109,9 @@ int qk_model_rows_f32(const qk_model *m, const qk_model_tensor *t, int64_t r0, i
 const uint8_t *qk_model_row_raw(const qk_model_tensor *t, int64_t r);
 /* Release the tensor's mapped pages after use (bounded memory). */
 void qk_model_release(const qk_model_tensor *t);
+/* qk_model_release for every tensor of layer l ("blk.L."): the layer is
+ * done, so the resident set stays about one layer's weights. */
+void qk_model_release_layer(const qk_model *m, int64_t l);
 
 /* Fold per-channel scales into the view of tensor `name` (AWQ, see
  * quantkit/awq.h): every reader (qk_model_row_f32/rows_f32, so the forward
