@@ -116,6 +116,22 @@ static double dat_value(const qk_calib_entry *e, int64_t j)
     return e->sum_x2[j] / (double)e->n_tokens * (double)e->n_calls;
 }
 
+/* An entry can be stored: name length, counts, Hessian size. */
+static int check_entry(const qk_calib_entry *e, int64_t i, const char *path)
+{
+    size_t len = strlen(e->name);
+    if (len < 1 || len > QK_CALIB_MAX_NAME)
+        return qk_error(QK_ELIMIT, "%s: entry %lld: name of %zu bytes (need 1 to %d)", path, (long long)i, len,
+                        QK_CALIB_MAX_NAME);
+    if (e->n_in < 1 || e->n_in > QK_CALIB_MAX_N_IN || e->n_tokens < 1 || e->n_calls < 0)
+        return qk_error(QK_EINVAL, "%s: entry '%s': %lld columns, %lld tokens, %lld calls cannot be stored", path,
+                        e->name, (long long)e->n_in, (long long)e->n_tokens, (long long)e->n_calls);
+    if (e->hessian_of == i && e->xtx && e->n_in > QK_CALIB_MAX_HESSIAN_N)
+        return qk_error(QK_ELIMIT, "%s: entry '%s': Hessian of %lld columns beyond the limit %d", path, e->name,
+                        (long long)e->n_in, QK_CALIB_MAX_HESSIAN_N);
+    return 0;
+}
+
 static int check_common(const qk_calib *c, const char *path)
 {
     if (c->n < 1 || c->n > QK_CALIB_MAX_ENTRIES)
@@ -124,14 +140,9 @@ static int check_common(const qk_calib *c, const char *path)
     if (c->dataset && strlen(c->dataset) > QK_CALIB_MAX_DATASET)
         return qk_error(QK_ELIMIT, "%s: dataset name longer than %d bytes", path, QK_CALIB_MAX_DATASET);
     for (int64_t i = 0; i < c->n; i++) {
-        const qk_calib_entry *e = &c->e[i];
-        size_t len = strlen(e->name);
-        if (len < 1 || len > QK_CALIB_MAX_NAME)
-            return qk_error(QK_ELIMIT, "%s: entry %lld: name of %zu bytes (need 1 to %d)", path, (long long)i, len,
-                            QK_CALIB_MAX_NAME);
-        if (e->n_in < 1 || e->n_in > QK_CALIB_MAX_N_IN || e->n_tokens < 1 || e->n_calls < 0)
-            return qk_error(QK_EINVAL, "%s: entry '%s': %lld columns, %lld tokens, %lld calls cannot be stored", path,
-                            e->name, (long long)e->n_in, (long long)e->n_tokens, (long long)e->n_calls);
+        int rc = check_entry(&c->e[i], i, path);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -254,20 +265,6 @@ struct qk_calib_writer {
     int64_t n, next; /* entries announced, written */
 };
 
-static int check_entry(const qk_calib_entry *e, int64_t i, const char *path)
-{
-    size_t len = strlen(e->name);
-    if (len < 1 || len > QK_CALIB_MAX_NAME)
-        return qk_error(QK_ELIMIT, "%s: entry %lld: name of %zu bytes (need 1 to %d)", path, (long long)i, len,
-                        QK_CALIB_MAX_NAME);
-    if (e->n_in < 1 || e->n_in > QK_CALIB_MAX_N_IN || e->n_tokens < 1 || e->n_calls < 0)
-        return qk_error(QK_EINVAL, "%s: entry '%s': %lld columns, %lld tokens, %lld calls cannot be stored", path,
-                        e->name, (long long)e->n_in, (long long)e->n_tokens, (long long)e->n_calls);
-    if (e->hessian_of == i && e->xtx && e->n_in > QK_CALIB_MAX_HESSIAN_N)
-        return qk_error(QK_ELIMIT, "%s: entry '%s': Hessian of %lld columns beyond the limit %d", path, e->name,
-                        (long long)e->n_in, QK_CALIB_MAX_HESSIAN_N);
-    return 0;
-}
 
 void qk_calib_writer_abort(qk_calib_writer *cw)
 {
