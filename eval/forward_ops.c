@@ -244,7 +244,7 @@ AVX512 static void pack_panel(float *wp, const float *w, int64_t ldw, int64_t n0
  * that buffer can be had: its 64 weight rows are then read front to back,
  * which the prefetchers follow (per k block, they were 64 short streams). */
 AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw,
-                               int64_t n_tok, int64_t n_cols, int64_t k, int w_kn)
+                               int64_t n_tok, int64_t n_cols, int64_t k, int w_kn, int acc)
 {
     float wp_block[GEMM_KC * GEMM_NR] __attribute__((aligned(64))); /* one packed block [kc][64] */
     float xt[GEMM_MR * GEMM_KC], yt[GEMM_MR * GEMM_NR] = {0};        /* last, partial token tile */
@@ -266,7 +266,7 @@ AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ld
                 pack_panel(wp_block, w, ldw, n0, nn, k0, kc, m, w_kn);
             int64_t t0 = 0;
             for (; t0 + GEMM_MR <= n_tok; t0 += GEMM_MR)
-                gemm_tile(y + t0 * ldy + n0, ldy, x + t0 * ldx + k0, ldx, wp, kc, k0 > 0, m);
+                gemm_tile(y + t0 * ldy + n0, ldy, x + t0 * ldx + k0, ldx, wp, kc, k0 > 0 || acc, m);
             if (t0 < n_tok) { /* the same FMA chains on a zero-padded copy */
                 const int64_t nt = n_tok - t0;
                 memset(xt, 0, sizeof xt);
@@ -274,7 +274,7 @@ AVX512 static void gemm_avx512(float *y, int64_t ldy, const float *x, int64_t ld
                     memcpy(xt + r * GEMM_KC, x + (t0 + r) * ldx + k0, (size_t)kc * sizeof(float));
                     memcpy(yt + r * GEMM_NR, y + (t0 + r) * ldy + n0, (size_t)nn * sizeof(float));
                 }
-                gemm_tile(yt, GEMM_NR, xt, GEMM_KC, wp, kc, k0 > 0, m);
+                gemm_tile(yt, GEMM_NR, xt, GEMM_KC, wp, kc, k0 > 0 || acc, m);
                 for (int64_t r = 0; r < nt; r++)
                     memcpy(y + (t0 + r) * ldy + n0, yt + r * GEMM_NR, (size_t)nn * sizeof(float));
             }
@@ -424,7 +424,7 @@ void qk_forward_gemm(float *y, int64_t ldy, const float *x, int64_t ldx, const f
                      int64_t n_cols, int64_t k)
 {
 #ifdef QK_GEMM_AVX512
-    gemm_avx512(y, ldy, x, ldx, w, ldw, n_tok, n_cols, k, 0);
+    gemm_avx512(y, ldy, x, ldx, w, ldw, n_tok, n_cols, k, 0, 0);
 #else
     (void)y, (void)ldy, (void)x, (void)ldx, (void)w, (void)ldw, (void)n_tok, (void)n_cols, (void)k;
     assert(!"qk_forward_gemm without AVX-512");
@@ -438,12 +438,50 @@ static void matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const flo
 {
 #ifdef QK_GEMM_AVX512
     if (qk_forward_gemm_available()) {
-        gemm_avx512(y, ldy, x, ldx, w, ldw, m, n, k, w_kn);
+        gemm_avx512(y, ldy, x, ldx, w, ldw, m, n, k, w_kn, 0);
         return;
     }
 #endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, w_kn ? CblasNoTrans : CblasTrans, (int)m, (int)n, (int)k, 1.0f, x,
                 (int)ldx, w, (int)ldw, 0.0f, y, (int)ldy);
+}
+
+#ifdef QK_GEMM_AVX512
+AVX512 static void sfma_avx512(float *y, const float *x, float a, int64_t n)
+{
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(y + k, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k)));
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(y + k, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, y + k)));
+    }
+}
+#endif
+
+void qk_sfma(float *y, const float *x, float a, int64_t n)
+{
+#ifdef QK_GEMM_AVX512
+    if (qk_forward_gemm_available()) {
+        sfma_avx512(y, x, a, n);
+        return;
+    }
+#endif
+    cblas_saxpy((int)n, a, x, 1, y, 1);
+}
+
+void qk_sgemm_kn(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t m,
+                 int64_t n, int64_t k, int acc)
+{
+#ifdef QK_GEMM_AVX512
+    if (qk_forward_gemm_available()) {
+        gemm_avx512(y, ldy, x, ldx, w, ldw, m, n, k, 1, acc);
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)ldx, w, (int)ldw,
+                acc ? 1.0f : 0.0f, y, (int)ldy);
 }
 
 void qk_forward_attn_block(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,

@@ -63,6 +63,17 @@ int qk_forward_gemm_enable(int on);
 void qk_forward_gemm(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t n_tok,
                      int64_t n_cols, int64_t k);
 
+/* y [m][ldy] = x [m][ldx] W (acc 0) or y += x W (acc 1), W [k][n] stored
+ * row-major (w [k][ldw]): the same kernel when the CPU has it (single
+ * thread), else cblas_sgemm. Used by GPTQ's refinement (quantize/
+ * gptq_method.c), whose lazy updates are products of this shape. */
+void qk_sgemm_kn(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t m,
+                 int64_t n, int64_t k, int acc);
+/* y[k] += a x[k], k < n: one FMA per element with the kernel's
+ * instructions when the CPU has them (so a sum built term by term equals
+ * qk_sgemm_kn's), else cblas_saxpy. */
+void qk_sfma(float *y, const float *x, float a, int64_t n);
+
 /* ------------------------------------------------------------------
  * llama.cpp emulation: ggml's CPU backend (build b4748, the AVX2+FMA code
  * paths its golden files fit) operation by operation, so that a model's
