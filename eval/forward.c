@@ -947,6 +947,29 @@ int qk_forward_layer(qk_forward *f, int64_t layer, int parts, float *x, int64_t 
     return 0;
 }
 
+int qk_forward_layer_tail(qk_forward *f, int64_t layer, int kind, const float *in, float *x, int64_t n_seq,
+                          int64_t n_ctx)
+{
+    const qk_model_config *c = &f->c;
+    if (layer < 0 || layer >= c->n_layer || (kind != QK_LIN_O && kind != QK_LIN_DOWN))
+        return qk_error(QK_EINVAL, "layer %lld (kind %d) of a %lld-layer model: only attn_output and ffn_down end "
+                        "a part", (long long)layer, kind, (long long)c->n_layer);
+    int rc = layer_major_check(f, n_seq, n_ctx);
+    if (rc)
+        return rc;
+    const int64_t T = n_seq * n_ctx, D = c->n_embd;
+    const fw_layer *L = &f->layers[layer];
+    row_job j = {.f = f, .n_ctx = n_ctx};
+    atomic_init(&j.err, 0);
+    memcpy(f->x, x, (size_t)(T * D) * sizeof(float));
+    if ((rc = linear(f, (int)layer, kind, kind == QK_LIN_O ? L->wo : L->wd, in, T, f->tmp)))
+        return rc;
+    qk_pool_run(pool_for(f, (double)T * (double)(c->n_embd > c->n_ff ? c->n_embd : c->n_ff)), T, 0,
+                residual_norm_item, &j);
+    memcpy(x, f->x, (size_t)(T * D) * sizeof(float));
+    return 0;
+}
+
 int qk_forward_final(qk_forward *f, const float *x, int64_t n_seq, int64_t n_ctx, int64_t first_logit,
                      qk_logits_fn on_logits, void *ctx)
 {

@@ -27,8 +27,9 @@
  *
  * Each path is chosen once, at run time, from what the CPU has (capped by
  * QK_SIMD=avx2|none or qk_blocks_set_simd() for tests and benchmarks);
- * otherwise, and for the importance-weighted paths, the reference encoder
- * runs.
+ * otherwise the reference encoder runs, and for the importance-weighted
+ * paths of all but Q4_K/Q5_K (whose make_qkx3_quants search has an AVX2
+ * copy, lane j = sub-block j as above).
  */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -196,12 +197,10 @@ AVX2 static void q4_0_avx2(const float *src, void *dst, int64_t n)
  * was 20% slower than one group alone). */
 #define FOR_G _Pragma("GCC unroll 2") for (int g = 0; g < G; g++)
 
-AVX2 __attribute__((always_inline)) static inline void qk45_search_g(const float *x, const int G, int nmax, uint8_t *L,
-                                                                      float *scales, float *mins)
+AVX2 __attribute__((always_inline)) static inline void qk45_search_g(const float *x, const float *w, const int G,
+                                                                      int nmax, float rmin, float rdelta, int nstep,
+                                                                      uint8_t *L, float *scales, float *mins)
 {
-    const float rmin = nmax == 15 ? -1.f : -0.5f;
-    const int nstep = nmax == 15 ? 20 : 15;
-    const float rdelta = 0.1f;
     const __m256 zero = _mm256_setzero_ps();
     const __m256i inmax = _mm256_set1_epi32(nmax), izero = _mm256_setzero_si256();
     _Alignas(32) float tr[QK45_MAXG][32][8];
@@ -216,13 +215,20 @@ AVX2 __attribute__((always_inline)) static inline void qk45_search_g(const float
                 tr[g][i][j] = x[QK_K * g + 32 * j + i];
         for (int i = 0; i < 32; i++)
             xt[g][i] = _mm256_load_ps(tr[g][i]);
-        /* weights[l] = av_x + |x|, av_x = sqrtf(sum_x2 / 32) */
-        __m256 sum_x2 = zero;
-        for (int i = 0; i < 32; i++)
-            sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[g][i], xt[g][i]));
-        const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
-        for (int i = 0; i < 32; i++)
-            wt[g][i] = _mm256_add_ps(av_x, abs8(xt[g][i]));
+        if (w) { /* the caller's weights (make_qkx3_quants) */
+            for (int j = 0; j < 8; j++)
+                for (int i = 0; i < 32; i++)
+                    tr[g][i][j] = w[QK_K * g + 32 * j + i];
+            for (int i = 0; i < 32; i++)
+                wt[g][i] = _mm256_load_ps(tr[g][i]);
+        } else { /* weights[l] = av_x + |x|, av_x = sqrtf(sum_x2 / 32) */
+            __m256 sum_x2 = zero;
+            for (int i = 0; i < 32; i++)
+                sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[g][i], xt[g][i]));
+            const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
+            for (int i = 0; i < 32; i++)
+                wt[g][i] = _mm256_add_ps(av_x, abs8(xt[g][i]));
+        }
         /* min, max, sum_w, sum_x */
         min[g] = max[g] = xt[g][0];
         sum_w[g] = wt[g][0];
@@ -344,10 +350,25 @@ AVX2 static void qk45_search_avx2(const float *x, int nb, int nmax, uint8_t *L, 
         qk_blocks_qk45_search_ref(x, nb, nmax, L, scales, mins);
         return;
     }
+    const float rmin = nmax == 15 ? -1.f : -0.5f;
+    const int nstep = nmax == 15 ? 20 : 15;
     if (nb == 2)
-        qk45_search_g(x, 2, nmax, L, scales, mins);
+        qk45_search_g(x, NULL, 2, nmax, rmin, 0.1f, nstep, L, scales, mins);
     else
-        qk45_search_g(x, 1, nmax, L, scales, mins);
+        qk45_search_g(x, NULL, 1, nmax, rmin, 0.1f, nstep, L, scales, mins);
+}
+
+/* The importance path's search (qk_blocks_qk45_wsearch_ref): make_qkx3_quants
+ * with the caller's weights is make_qkx2_quants' computation with other
+ * step constants (its max <= min test is max == min here, the same for
+ * finite x: min is at most every x and at most 0). */
+AVX2 static void qk45_wsearch_avx2(const float *x, const float *w, int nmax, uint8_t *L, float *scales, float *mins)
+{
+    if (!all_finite(x, QK_K)) {
+        qk_blocks_qk45_wsearch_ref(x, w, nmax, L, scales, mins);
+        return;
+    }
+    qk45_search_g(x, w, 1, nmax, -0.9f, 0.05f, 36, L, scales, mins);
 }
 
 /* ------------------------------------------------ Q4_K / Q5_K, AVX-512
@@ -721,9 +742,9 @@ void qk_blocks_q4_0_from_float(const float *src, void *dst, int64_t n, const flo
 void qk_blocks_q4_k_from_float(const float *src, void *dst, int64_t n, const float *importance)
 {
 #ifdef QK_BLOCKS_AVX2
-    if (!importance && have_avx2()) {
-        qk_blocks_q4_k_encode(src, dst, n, NULL, have_avx512() ? qk45_search_avx512 : qk45_search_avx2,
-                              qk45_requant_avx2);
+    if (have_avx2()) {
+        qk_blocks_q4_k_encode(src, dst, n, importance, have_avx512() ? qk45_search_avx512 : qk45_search_avx2,
+                              qk45_wsearch_avx2, qk45_requant_avx2);
         return;
     }
 #endif
@@ -733,9 +754,9 @@ void qk_blocks_q4_k_from_float(const float *src, void *dst, int64_t n, const flo
 void qk_blocks_q5_k_from_float(const float *src, void *dst, int64_t n, const float *importance)
 {
 #ifdef QK_BLOCKS_AVX2
-    if (!importance && have_avx2()) {
-        qk_blocks_q5_k_encode(src, dst, n, NULL, have_avx512() ? qk45_search_avx512 : qk45_search_avx2,
-                              qk45_requant_avx2);
+    if (have_avx2()) {
+        qk_blocks_q5_k_encode(src, dst, n, importance, have_avx512() ? qk45_search_avx512 : qk45_search_avx2,
+                              qk45_wsearch_avx2, qk45_requant_avx2);
         return;
     }
 #endif

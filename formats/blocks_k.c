@@ -894,12 +894,19 @@ static void qk45_requant_ref(const float *x, float dm, float d, int nmax, uint8_
     }
 }
 
-static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint8_t *dmin_out, uint8_t *L, int nmax,
-                       const float *quant_weights, const float *s_scales, const float *s_mins,
-                       qk_blocks_qk45_requant_fn requant)
+void qk_blocks_qk45_wsearch_ref(const float *x, const float *w, int nmax, uint8_t *L, float *scales, float *mins)
 {
     uint8_t Laux[32];
-    float weights[32];
+    for (int j = 0; j < QK_K / 32; ++j)
+        scales[j] = qk_blocks_make_qkx3_quants(32, nmax, x + 32 * j, w + 32 * j, L + 32 * j, &mins[j], Laux, -0.9f,
+                                               0.05f, 36, false);
+}
+
+static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint8_t *dmin_out, uint8_t *L, int nmax,
+                       const float *quant_weights, const float *s_scales, const float *s_mins,
+                       qk_blocks_qk45_wsearch_fn wsearch, qk_blocks_qk45_requant_fn requant)
+{
+    float weights[QK_K];
     float mins[QK_K / 32];
     float scales[QK_K / 32];
 
@@ -937,15 +944,15 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
         float sigma2 = 2 * sum_x2 / QK_K;
         for (int j = 0; j < QK_K / 32; ++j) {
             const float *qw = quant_weights + 32 * j;
+            float *wj = weights + 32 * j;
             for (int l = 0; l < 32; ++l)
-                weights[l] = qw[l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+                wj[l] = qw[l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
             float sumw = 0;
             for (int l = 0; l < 32; ++l)
-                sumw += weights[l];
+                sumw += wj[l];
             sw[j] = sumw;
-            scales[j] = qk_blocks_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f,
-                                                   0.05f, 36, false);
         }
+        (wsearch ? wsearch : qk_blocks_qk45_wsearch_ref)(x, weights, nmax, L, scales, mins);
         float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
         float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
         /* Codes are <= 63 unless a negative sub-block scale wrapped in the
@@ -977,7 +984,8 @@ static void qk45_block(const float *x, uint8_t *scales_out, uint8_t *d_out, uint
 #define QK45_GROUP QK_BLOCKS_SEARCH_GROUP
 
 void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant)
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_wsearch_fn wsearch,
+                           qk_blocks_qk45_requant_fn requant)
 {
     assert(n % QK_K == 0);
     qk_block_q4_k *y = dst;
@@ -989,7 +997,7 @@ void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *
             search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 15, Lg, scales, mins);
         uint8_t *L = Lg + QK_K * k;
         qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 15, importance ? importance + QK_K * i : NULL,
-                   scales + 8 * k, mins + 8 * k, requant ? requant : qk45_requant_ref);
+                   scales + 8 * k, mins + 8 * k, wsearch, requant ? requant : qk45_requant_ref);
         uint8_t *q = y[i].qs;
         for (int j = 0; j < QK_K; j += 64) {
             for (int l = 0; l < 32; ++l)
@@ -1000,7 +1008,8 @@ void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *
 }
 
 void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant)
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_wsearch_fn wsearch,
+                           qk_blocks_qk45_requant_fn requant)
 {
     assert(n % QK_K == 0);
     qk_block_q5_k *y = dst;
@@ -1012,7 +1021,7 @@ void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *
             search(src + QK_K * i, n / QK_K - i < QK45_GROUP ? (int)(n / QK_K - i) : QK45_GROUP, 31, Lg, scales, mins);
         uint8_t *L = Lg + QK_K * k;
         qk45_block(src + QK_K * i, y[i].scales, y[i].d, y[i].dmin, L, 31, importance ? importance + QK_K * i : NULL,
-                   scales + 8 * k, mins + 8 * k, requant ? requant : qk45_requant_ref);
+                   scales + 8 * k, mins + 8 * k, wsearch, requant ? requant : qk45_requant_ref);
         uint8_t *qh = y[i].qh;
         uint8_t *ql = y[i].qs;
         memset(qh, 0, QK_K / 8);
@@ -1040,12 +1049,12 @@ void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *
 
 void qk_blocks_q4_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    qk_blocks_q4_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL);
+    qk_blocks_q4_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL, NULL);
 }
 
 void qk_blocks_q5_k_from_float_ref(const float *src, void *dst, int64_t n, const float *importance)
 {
-    qk_blocks_q5_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL);
+    qk_blocks_q5_k_encode(src, dst, n, importance, qk_blocks_qk45_search_ref, NULL, NULL);
 }
 
 /* ==================================================================== Q6_K

@@ -169,12 +169,20 @@ int qk_blocks_set_simd(int level);
 typedef void (*qk_blocks_qk45_search_fn)(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
 typedef void (*qk_blocks_q6_k_search_fn)(const float *x, int nb, int8_t *L, float *scales);
 typedef void (*qk_blocks_qk45_requant_fn)(const float *x, float dm, float d, int nmax, uint8_t *L);
+/* The importance path's sub-block search of one super-block: for each of
+ * its 8 sub-blocks j, make_qkx3_quants(32, nmax, x + 32j, w + 32j, ...,
+ * -0.9, 0.05, 36) -> L, scales[j], mins[j]. */
+typedef void (*qk_blocks_qk45_wsearch_fn)(const float *x, const float *w, int nmax, uint8_t *L, float *scales,
+                                          float *mins);
+void qk_blocks_qk45_wsearch_ref(const float *x, const float *w, int nmax, uint8_t *L, float *scales, float *mins);
 void qk_blocks_qk45_search_ref(const float *x, int nb, int nmax, uint8_t *L, float *scales, float *mins);
 void qk_blocks_q6_k_search_ref(const float *x, int nb, int8_t *L, float *scales);
 void qk_blocks_q4_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant);
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_wsearch_fn wsearch,
+                           qk_blocks_qk45_requant_fn requant);
 void qk_blocks_q5_k_encode(const float *src, void *dst, int64_t n, const float *importance,
-                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_requant_fn requant);
+                           qk_blocks_qk45_search_fn search, qk_blocks_qk45_wsearch_fn wsearch,
+                           qk_blocks_qk45_requant_fn requant);
 void qk_blocks_q6_k_encode(const float *src, void *dst, int64_t n, const float *importance,
                            qk_blocks_q6_k_search_fn search);
 

@@ -18,9 +18,14 @@
  *     quantized, the attention part for real (stage 1), the FFN part for
  *     gate/up (stopping at once) and ffn_down (stopping before it), and the
  *     FFN part for real when layer l+1 is asked for.
- * So the sequential run costs about 1.6 forward passes in all (O(layers),
- * where rerunning every pass from the embeddings was O(layers^2)), and
- * memory is the hidden states plus one layer's Hessians (at most). */
+ * The input of attn_output and of ffn_down seen when their Hessians are
+ * collected is kept (tail_in: one layer input, n_ff floats per token at
+ * most), so the real passes of those parts are one matmul each
+ * (qk_forward_layer_tail) with the bytes of recomputing them. So the
+ * sequential run costs about one forward pass in all (O(layers), where
+ * rerunning every pass from the embeddings was O(layers^2); 1.6 passes
+ * without the kept inputs), and memory is the hidden states, one layer
+ * input and one layer's Hessians (at most). */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
@@ -57,6 +62,15 @@ struct qk_gptq_calib {
     float *x;              /* [n_chunks * n_ctx][n_embd] hidden states of every window */
     int64_t x_layer;       /* layer whose input (stage 0) or post-attention residual (stage 1) x is; -1: none */
     int x_stage;
+    /* sequential: the input of the last matmul of a part (attn_output's or
+     * ffn_down's), kept when its group's Hessian was collected, so moving
+     * the state past that part is one matmul (qk_forward_layer_tail) */
+    float *tail_in;        /* [n_chunks * n_ctx][tail_n] */
+    int64_t tail_n, tail_cap;
+    int64_t tail_layer;    /* layer tail_in is valid for, -1: none */
+    int tail_kind;         /* QK_LIN_O or QK_LIN_DOWN */
+    int tail_keep;         /* hook: copy the stop group's input into tail_in */
+    int64_t sweep_row;     /* hook: first row of the current call in x */
     double *gh[GRP_COUNT]; /* [gn][gn] the Hessian of each input group of layer gh_layer */
     int64_t gn[GRP_COUNT];
     int64_t gh_layer;      /* layer the groups in gh_mask are for (-1 none) */
@@ -251,6 +265,8 @@ static int calib_hook(void *ctx, const qk_linear_event *ev)
                             ev->n_in, c->gn[g]);
         qk_calib_xtx_add(c->gh[g], ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
         c->g_tokens[g] += ev->n_tokens;
+        if (g == c->col_stop && c->tail_keep)
+            memcpy(c->tail_in + c->sweep_row * ev->n_in, ev->x, (size_t)(ev->n_tokens * ev->n_in) * sizeof(float));
         return g == c->col_stop ? STOP_PASS : 0;
     }
     if (c->out_h_collect && ev->kind == QK_LIN_OUTPUT && !ev->y) {
@@ -302,8 +318,14 @@ static int sweep(qk_gptq_calib *c, int64_t l, int parts)
     for (int64_t s = 0; s < c->n_chunks && !rc; s += c->per_call) {
         const int64_t ns = c->n_chunks - s < c->per_call ? c->n_chunks - s : c->per_call;
         float *x = c->x + s * c->n_ctx * D;
-        rc = l < 0 ? qk_forward_final(c->fwd, x, ns, c->n_ctx, 0, sweep_logits, NULL)
-                   : qk_forward_layer(c->fwd, l, parts, x, ns, c->n_ctx);
+        c->sweep_row = s * c->n_ctx;
+        if (l >= 0 && c->tail_layer == l &&
+            parts == (c->tail_kind == QK_LIN_O ? QK_FORWARD_ATTN : QK_FORWARD_FFN) && !c->collecting)
+            rc = qk_forward_layer_tail(c->fwd, l, c->tail_kind, c->tail_in + c->sweep_row * c->tail_n, x, ns,
+                                       c->n_ctx);
+        else
+            rc = l < 0 ? qk_forward_final(c->fwd, x, ns, c->n_ctx, 0, sweep_logits, NULL)
+                       : qk_forward_layer(c->fwd, l, parts, x, ns, c->n_ctx);
         if (rc == STOP_PASS)
             rc = 0;
     }
@@ -323,6 +345,7 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
         const double t0 = qk_now();
         rc = qk_forward_embed(c->fwd, c->win, c->n_chunks * c->n_ctx, c->x);
         c->seconds += qk_now() - t0;
+        c->tail_layer = -1;
         if (rc)
             return rc;
         c->x_layer = 0;
@@ -334,7 +357,9 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
         /* the rest of the current layer, or just its attention when stage 1 of it is the target */
         const int parts = c->x_stage == 1 ? QK_FORWARD_FFN : c->x_layer == layer ? QK_FORWARD_ATTN : QK_FORWARD_BLOCK;
         c->collecting = 0;
-        if ((rc = sweep(c, c->x_layer, parts)))
+        rc = sweep(c, c->x_layer, parts);
+        c->tail_layer = -1; /* used, or the state moved past it */
+        if (rc)
             break;
         if (parts == QK_FORWARD_ATTN) {
             c->x_stage = 1;
@@ -345,6 +370,25 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
         }
     }
     return rc;
+}
+
+/* tail_in for n columns of every window's rows; 0, or QK_ENOMEM (logged
+ * once: the parts are then recomputed) */
+static int tail_reserve(qk_gptq_calib *c, int64_t n)
+{
+    c->tail_n = n;
+    const int64_t need = c->n_chunks * c->n_ctx * n;
+    if (need <= c->tail_cap)
+        return 0;
+    free(c->tail_in);
+    c->tail_cap = 0;
+    if (!(c->tail_in = malloc((size_t)need * sizeof(float)))) {
+        qk_log(QK_LOG_INFO, "sequential GPTQ: no memory to keep %" PRId64 " x %" PRId64 " layer inputs; the "
+               "layer parts are recomputed", c->n_chunks * c->n_ctx, n);
+        return QK_ENOMEM;
+    }
+    c->tail_cap = need;
+    return 0;
 }
 
 /* Hessians of the groups in mask of layer l, at the current weights:
@@ -381,8 +425,16 @@ static int collect_layer(qk_gptq_calib *c, int64_t l, unsigned mask, int stop_gr
     c->col_mask = mask;
     c->col_stop = stop_group;
     const int parts = stop_group < 0 ? QK_FORWARD_BLOCK : stop_group <= GRP_O ? QK_FORWARD_ATTN : QK_FORWARD_FFN;
+    c->tail_layer = -1;
+    c->tail_keep = (stop_group == GRP_O || stop_group == GRP_DOWN) && !c->o.recompute_parts &&
+                   tail_reserve(c, sizes[stop_group]) == 0;
     rc = sweep(c, l, parts);
     c->collecting = 0;
+    if (!rc && c->tail_keep) {
+        c->tail_layer = l;
+        c->tail_kind = stop_group == GRP_O ? QK_LIN_O : QK_LIN_DOWN;
+    }
+    c->tail_keep = 0;
     if (rc)
         return rc;
     if (stop_group < 0) { /* the whole layer ran: the state moved on */
@@ -561,6 +613,7 @@ int qk_gptq_calib_new(qk_gptq_calib **out, const qk_model *m, const qk_gptq_cali
     c->o = *o;
     c->n_ctx = o->n_ctx > 0 ? o->n_ctx : 128;
     c->x_layer = -1;
+    c->tail_layer = -1;
     c->gh_layer = -1;
     c->fh_owner = -1;
     int rc = 0;
@@ -640,6 +693,7 @@ void qk_gptq_calib_free(qk_gptq_calib *c)
     free(c->xs);
     free(c->tiles);
     free(c->x);
+    free(c->tail_in);
     for (int g = 0; g < GRP_COUNT; g++)
         free(c->gh[g]);
     free(c->win);
@@ -868,6 +922,10 @@ int qk_gptq_calib_quantized(qk_gptq_calib *c, const qk_model_tensor *t, const fl
 {
     if (!c->o.sequential || !c->fwd)
         return 0;
+    int64_t layer = -1;
+    const int k = layer_kind(t->name, &layer);
+    if (!(layer == c->tail_layer && k == c->tail_kind)) /* the kept input no longer holds */
+        c->tail_layer = -1;
     int rc = qk_forward_override_weight(c->fwd, t->name, deq);
     return rc ? qk_error_prefix(rc, t->name) : 0;
 }

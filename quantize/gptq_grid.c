@@ -323,11 +323,13 @@ static void choose_32(const gq_type *t, const float *x, const float *w, uint8_t 
 }
 
 /* K types and IQ4_XS: the type's weighted encoder (llama.cpp's impl path
- * with w as importance) picks the sub-block scales. */
+ * with w as importance) picks the sub-block scales; its SIMD copy where
+ * there is one (Q4_K, Q5_K: the same bytes). */
 static void choose_ref(const gq_type *t, const float *x, const float *w, uint8_t *blk, int search)
 {
     (void)search;
-    qk_type_get(t->type)->from_float_ref(x, blk, t->bs, w);
+    const qk_type_traits *tr = qk_type_get(t->type);
+    (tr->from_float ? tr->from_float : tr->from_float_ref)(x, blk, t->bs, w);
 }
 
 /* ------------------------------------------------------------- IQ4_XS

@@ -882,6 +882,13 @@ static void fast_equals_reference(void)
             t->from_float_ref(x, a, n, NULL);
             t->from_float(x, b, n, NULL);
             ck_assert_msg(!memcmp(a, b, rb), "%s, Gaussian row %d: fast encoder differs from the reference", t->name, r);
+            /* importance spanning decades, as GPTQ's column weights 1/U_jj^2 do */
+            for (int64_t j = 0; j < n; j++)
+                w[j] = expf(2.0f * rnd_gauss());
+            t->from_float_ref(x, a, n, w);
+            t->from_float(x, b, n, w);
+            ck_assert_msg(!memcmp(a, b, rb), "%s, Gaussian row %d (importance): fast encoder differs from the "
+                          "reference", t->name, r);
         }
         n_checked++;
         free(a);

@@ -950,7 +950,25 @@ static int sink_logits(void *ctx, int64_t seq, int64_t pos, const float *logits)
     return 0;
 }
 
-/* embed + every layer (whole, or attention then FFN) + final gives the
+/* Hook: keeps the input of attn_output or ffn_down (kind) of one layer. */
+typedef struct tail_grab {
+    int layer, kind;
+    float *in;
+    int64_t n;
+} tail_grab;
+
+static int grab_tail(void *ctx, const qk_linear_event *ev)
+{
+    tail_grab *g = ctx;
+    if (ev->layer == g->layer && ev->kind == g->kind && !ev->y) {
+        g->n = ev->n_in;
+        memcpy(g->in, ev->x, (size_t)(ev->n_tokens * ev->n_in) * sizeof(float));
+    }
+    return 0;
+}
+
+/* embed + every layer (whole, attention then FFN, or each part's last
+ * matmul from its kept input with qk_forward_layer_tail) + final gives the
  * logits of qk_forward_run bit for bit, on a model with dead (padded)
  * columns; a hook stopping a layer leaves x unchanged. */
 START_TEST(test_calibrate_layer_major_forward_matches_run)
@@ -971,10 +989,26 @@ START_TEST(test_calibrate_layer_major_forward_matches_run)
     logit_sink b = {calloc((size_t)(T * V), sizeof(float)), n_ctx, V};
     ck_assert_int_eq(qk_forward_run(f, tok, n_seq, n_ctx, 0, sink_logits, &a), 0);
     float *x = malloc((size_t)(T * D) * sizeof *x), *x2 = malloc((size_t)(T * D) * sizeof *x2);
-    for (int split = 0; split < 2; split++) {
+    const int64_t widest = cfg->n_ff > cfg->n_head * cfg->head_dim ? cfg->n_ff : cfg->n_head * cfg->head_dim;
+    tail_grab g = {.in = malloc((size_t)(T * widest) * sizeof(float))};
+    float *xs = malloc((size_t)(T * D) * sizeof *xs);
+    for (int split = 0; split < 3; split++) {
         ck_assert_int_eq(qk_forward_embed(f, tok, T, x), 0);
         for (int64_t l = 0; l < cfg->n_layer; l++) {
-            if (split) {
+            if (split == 2) { /* each part run once to fill g.in (x kept aside), then its tail from g.in */
+                for (int part = 0; part < 2; part++) {
+                    g.layer = (int)l;
+                    g.kind = part ? QK_LIN_DOWN : QK_LIN_O;
+                    memcpy(xs, x, (size_t)(T * D) * sizeof *x);
+                    qk_forward_set_hook(f, grab_tail, &g);
+                    ck_assert_int_eq(qk_forward_layer(f, l, part ? QK_FORWARD_FFN : QK_FORWARD_ATTN, xs, n_seq,
+                                                      n_ctx), 0);
+                    qk_forward_set_hook(f, NULL, NULL);
+                    ck_assert_int_eq(qk_forward_layer_tail(f, l, g.kind, g.in, x, n_seq, n_ctx), 0);
+                    ck_assert_msg(!memcmp(x, xs, (size_t)(T * D) * sizeof *x), "layer %lld part %d: the tail "
+                                  "differs from the part", (long long)l, part);
+                }
+            } else if (split) {
                 ck_assert_int_eq(qk_forward_layer(f, l, QK_FORWARD_ATTN, x, n_seq, n_ctx), 0);
                 ck_assert_int_eq(qk_forward_layer(f, l, QK_FORWARD_FFN, x, n_seq, n_ctx), 0);
             } else {
@@ -996,6 +1030,10 @@ START_TEST(test_calibrate_layer_major_forward_matches_run)
         worst = fmax(worst, fabs((double)x[i] - x2[i]) / (1 + fabs((double)x[i])));
     ck_assert_msg(worst <= 1e-5, "batching changes the hidden states by %g", worst);
     /* bad arguments */
+    ck_assert_int_eq(qk_forward_layer_tail(f, 0, QK_LIN_GATE, g.in, x, n_seq, n_ctx), QK_EINVAL);
+    ck_assert_int_eq(qk_forward_layer_tail(f, cfg->n_layer, QK_LIN_O, g.in, x, n_seq, n_ctx), QK_EINVAL);
+    free(g.in);
+    free(xs);
     ck_assert_int_eq(qk_forward_layer(f, cfg->n_layer, QK_FORWARD_BLOCK, x, 1, n_ctx), QK_EINVAL);
     ck_assert_int_eq(qk_forward_layer(f, 0, 0, x, 1, n_ctx), QK_EINVAL);
     ck_assert_int_eq(qk_forward_layer(f, 0, QK_FORWARD_BLOCK, x, n_seq + 1, n_ctx), QK_EINVAL);

@@ -631,7 +631,9 @@ END_TEST
 /* Sequential GPTQ runs layer by layer on the carried hidden states: its
  * forward work is O(layers) (at most 6 sweeps of one layer or block per
  * layer; re-running every pass from the embeddings took 4 passes of up to
- * n_layer layers per layer), and q/k/v share one collection. */
+ * n_layer layers per layer), and q/k/v share one collection. Keeping the
+ * inputs of attn_output and ffn_down for the advance gives the bytes of
+ * recomputing those parts. */
 START_TEST(test_gptq_method_sequential_sweeps_are_linear)
 {
     QK_REQUIRE_DATA(src, G "stories260K-pad192-f32.gguf");
@@ -639,39 +641,49 @@ START_TEST(test_gptq_method_sequential_sweeps_are_linear)
     qk_model *m = NULL;
     ck_assert_int_eq(qk_model_open(&m, src, NULL), 0);
     const int64_t L = qk_model_cfg(m)->n_layer;
-    qk_gptq_calib *gc = NULL;
-    qk_gptq_calib_opts co = {.text_path = text, .n_ctx = 128, .max_chunks = 24, .sequential = 1, .n_threads = 2};
-    ck_assert_int_eq(qk_gptq_calib_new(&gc, m, &co), 0);
-    qk_gptq_opts o;
-    qk_gptq_opts_default(&o, QK_TYPE_IQ4_NL);
-    int64_t passes = 0, after_q = -1, after_v = -1;
-    double secs;
-    for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
-        const qk_model_tensor *t = qk_model_tensor_at(m, i);
-        if (t->n_dims < 2 || !strncmp(t->name, "token_embd", 10) || !strncmp(t->name, "output", 6))
-            continue;
-        const int64_t rows = qk_model_tensor_rows(t), cols = t->ne[0];
-        size_t rb;
-        qk_type_row_bytes(o.type, cols, &rb);
-        float *w = malloc(sizeof(float) * (size_t)(rows * cols)), *deq = malloc(sizeof(float) * (size_t)(rows * cols));
-        uint8_t *q = malloc(rb * (size_t)rows);
-        ck_assert_int_eq(qk_model_rows_f32(m, t, 0, rows, w), 0);
-        qk_gptq_stats st;
-        ck_assert_msg(qk_gptq_calib_tensor(gc, t, &o, w, q, deq, NULL, &st) == 0, "%s", qk_errmsg());
-        ck_assert_int_eq(qk_gptq_calib_quantized(gc, t, deq), 0);
-        qk_gptq_calib_counts(gc, &passes, &secs);
-        if (!strcmp(t->name, "blk.1.attn_q.weight"))
-            after_q = passes;
-        if (!strcmp(t->name, "blk.1.attn_v.weight"))
-            after_v = passes;
-        free(w);
-        free(deq);
-        free(q);
+    uint64_t digest[2] = {0, 0};
+    for (int recompute = 0; recompute < 2; recompute++) {
+        qk_gptq_calib *gc = NULL;
+        qk_gptq_calib_opts co = {.text_path = text, .n_ctx = 128, .max_chunks = 24, .sequential = 1, .n_threads = 2,
+                                 .recompute_parts = recompute};
+        ck_assert_int_eq(qk_gptq_calib_new(&gc, m, &co), 0);
+        qk_gptq_opts o;
+        qk_gptq_opts_default(&o, QK_TYPE_IQ4_NL);
+        int64_t passes = 0, after_q = -1, after_v = -1;
+        double secs;
+        for (int64_t i = 0; i < qk_model_n_tensors(m); i++) {
+            const qk_model_tensor *t = qk_model_tensor_at(m, i);
+            if (t->n_dims < 2 || !strncmp(t->name, "token_embd", 10) || !strncmp(t->name, "output", 6))
+                continue;
+            const int64_t rows = qk_model_tensor_rows(t), cols = t->ne[0];
+            size_t rb;
+            qk_type_row_bytes(o.type, cols, &rb);
+            float *w = malloc(sizeof(float) * (size_t)(rows * cols));
+            float *deq = malloc(sizeof(float) * (size_t)(rows * cols));
+            uint8_t *q = malloc(rb * (size_t)rows);
+            ck_assert_int_eq(qk_model_rows_f32(m, t, 0, rows, w), 0);
+            qk_gptq_stats st;
+            ck_assert_msg(qk_gptq_calib_tensor(gc, t, &o, w, q, deq, NULL, &st) == 0, "%s", qk_errmsg());
+            ck_assert_int_eq(qk_gptq_calib_quantized(gc, t, deq), 0);
+            for (size_t b = 0; b < rb * (size_t)rows; b++) /* FNV-1a over every tensor's bytes */
+                digest[recompute] = (digest[recompute] ^ q[b]) * 1099511628211ull + (digest[recompute] == 0);
+            qk_gptq_calib_counts(gc, &passes, &secs);
+            if (!strcmp(t->name, "blk.1.attn_q.weight"))
+                after_q = passes;
+            if (!strcmp(t->name, "blk.1.attn_v.weight"))
+                after_v = passes;
+            free(w);
+            free(deq);
+            free(q);
+        }
+        fprintf(stderr, "sequential GPTQ on %lld layers: %lld layer sweeps (recompute parts %d)\n", (long long)L,
+                (long long)passes, recompute);
+        ck_assert_int_eq(after_q, after_v);
+        ck_assert_msg(passes <= 6 * L, "%lld sweeps for %lld layers", (long long)passes, (long long)L);
+        qk_gptq_calib_free(gc);
     }
-    fprintf(stderr, "sequential GPTQ on %lld layers: %lld layer sweeps\n", (long long)L, (long long)passes);
-    ck_assert_int_eq(after_q, after_v);
-    ck_assert_msg(passes <= 6 * L, "%lld sweeps for %lld layers", (long long)passes, (long long)L);
-    qk_gptq_calib_free(gc);
+    ck_assert_msg(digest[0] == digest[1], "kept layer inputs change the bytes (%016llx vs %016llx)",
+                  (unsigned long long)digest[0], (unsigned long long)digest[1]);
     qk_model_close(m);
 }
 END_TEST

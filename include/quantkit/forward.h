@@ -123,6 +123,16 @@ enum { QK_FORWARD_ATTN = 1, QK_FORWARD_FFN = 2, QK_FORWARD_BLOCK = 3 };
  * unchanged. */
 int qk_forward_layer(qk_forward *f, int64_t layer, int parts, float *x, int64_t n_seq, int64_t n_ctx);
 
+/* The end of a part of layer `layer` from that part's last input: x += in
+ * W^T with W attn_output (kind QK_LIN_O, in = the attention output
+ * [n_seq*n_ctx][n_head*head_dim]) or ffn_down (QK_LIN_DOWN, in = the SwiGLU
+ * output [..][n_ff]), as seen by a hook just before that matmul. Given the
+ * same in, x comes out bit-identical to qk_forward_layer's ATTN or FFN part
+ * (its hooks fire for that one linear layer). Lets a caller that kept the
+ * input skip recomputing the part. */
+int qk_forward_layer_tail(qk_forward *f, int64_t layer, int kind, const float *in, float *x, int64_t n_seq,
+                          int64_t n_ctx);
+
 /* The output projection of the final hidden states x [n_seq*n_ctx][n_embd]
  * (after the last layer): on_logits for positions [first_logit, n_ctx) of
  * every window, as qk_forward_run (first_logit < n_ctx). */

@@ -191,6 +191,8 @@ typedef struct qk_gptq_calib_opts {
     int output_rows;         /* per-row Hessians for output.weight when text is given (default 1) */
     double output_gamma;     /* gamma above (qk-quantize: 1, the average row's own weight) */
     int n_threads;
+    int recompute_parts;     /* sequential: run each layer part again instead of keeping the input of
+                                attn_output and ffn_down for the state's advance (tests: same bytes) */
 } qk_gptq_calib_opts;
 
 typedef struct qk_gptq_calib qk_gptq_calib;
