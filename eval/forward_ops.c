@@ -460,6 +460,141 @@ AVX512 static void sfma_avx512(float *y, const float *x, float a, int64_t n)
 }
 #endif
 
+#ifdef QK_GEMM_AVX512
+/* The double kernel of qk_dgemm_kn: gemm_avx512's scheme for W [k][n]
+ * stored row-major, 8 doubles per zmm: panels of 32 columns, copied
+ * [kc][32] per k block (rows of W are panel rows already), swept by a
+ * 6-row x 32-column register tile (24 accumulators). */
+#define DGEMM_NR 32
+#define DGEMM_KC 128
+#define DGEMM_ROW(r)                                                                                           \
+    __m512d c##r##0, c##r##1, c##r##2, c##r##3;                                                                \
+    if (accumulate) {                                                                                          \
+        c##r##0 = _mm512_maskz_loadu_pd(m[0], y + r * ldy);                                                    \
+        c##r##1 = _mm512_maskz_loadu_pd(m[1], y + r * ldy + 8);                                                \
+        c##r##2 = _mm512_maskz_loadu_pd(m[2], y + r * ldy + 16);                                               \
+        c##r##3 = _mm512_maskz_loadu_pd(m[3], y + r * ldy + 24);                                               \
+    } else {                                                                                                   \
+        c##r##0 = c##r##1 = c##r##2 = c##r##3 = _mm512_setzero_pd();                                           \
+    }
+#define DGEMM_FMA(r)                                                                                           \
+    do {                                                                                                       \
+        const __m512d a = _mm512_set1_pd(x[r * ldx + kk]);                                                     \
+        c##r##0 = _mm512_fmadd_pd(a, b0, c##r##0);                                                             \
+        c##r##1 = _mm512_fmadd_pd(a, b1, c##r##1);                                                             \
+        c##r##2 = _mm512_fmadd_pd(a, b2, c##r##2);                                                             \
+        c##r##3 = _mm512_fmadd_pd(a, b3, c##r##3);                                                             \
+    } while (0)
+#define DGEMM_STORE(r)                                                                                         \
+    do {                                                                                                       \
+        _mm512_mask_storeu_pd(y + r * ldy, m[0], c##r##0);                                                     \
+        _mm512_mask_storeu_pd(y + r * ldy + 8, m[1], c##r##1);                                                 \
+        _mm512_mask_storeu_pd(y + r * ldy + 16, m[2], c##r##2);                                                \
+        _mm512_mask_storeu_pd(y + r * ldy + 24, m[3], c##r##3);                                                \
+    } while (0)
+
+AVX512 static void dgemm_tile(double *y, int64_t ldy, const double *x, int64_t ldx, const double *wp, int64_t kc,
+                              int accumulate, const __mmask8 m[4])
+{
+    DGEMM_ROW(0) DGEMM_ROW(1) DGEMM_ROW(2) DGEMM_ROW(3) DGEMM_ROW(4) DGEMM_ROW(5)
+    for (int64_t kk = 0; kk < kc; kk++) {
+        const double *b = wp + kk * DGEMM_NR;
+        const __m512d b0 = _mm512_load_pd(b), b1 = _mm512_load_pd(b + 8), b2 = _mm512_load_pd(b + 16),
+                      b3 = _mm512_load_pd(b + 24);
+        DGEMM_FMA(0);
+        DGEMM_FMA(1);
+        DGEMM_FMA(2);
+        DGEMM_FMA(3);
+        DGEMM_FMA(4);
+        DGEMM_FMA(5);
+    }
+    DGEMM_STORE(0);
+    DGEMM_STORE(1);
+    DGEMM_STORE(2);
+    DGEMM_STORE(3);
+    DGEMM_STORE(4);
+    DGEMM_STORE(5);
+}
+
+AVX512 static void dgemm_avx512(double *y, int64_t ldy, const double *x, int64_t ldx, const double *w, int64_t ldw,
+                                int64_t m_rows, int64_t n_cols, int64_t k, int acc)
+{
+    double wp[DGEMM_KC * DGEMM_NR] __attribute__((aligned(64)));
+    double xt[GEMM_MR * DGEMM_KC], yt[GEMM_MR * DGEMM_NR];
+    for (int64_t n0 = 0; n0 < n_cols; n0 += DGEMM_NR) {
+        const int64_t nn = n_cols - n0 < DGEMM_NR ? n_cols - n0 : DGEMM_NR;
+        __mmask8 m[4];
+        for (int j = 0; j < 4; j++) {
+            int64_t left = nn - 8 * j;
+            m[j] = left >= 8 ? (__mmask8)0xFF : left > 0 ? (__mmask8)((1u << left) - 1) : 0;
+        }
+        for (int64_t k0 = 0; k0 < k; k0 += DGEMM_KC) {
+            const int64_t kc = k - k0 < DGEMM_KC ? k - k0 : DGEMM_KC;
+            for (int64_t kk = 0; kk < kc; kk++)
+                for (int j = 0; j < 4; j++)
+                    _mm512_store_pd(wp + kk * DGEMM_NR + 8 * j,
+                                    _mm512_maskz_loadu_pd(m[j], w + (k0 + kk) * ldw + n0 + 8 * j));
+            const int accumulate = k0 > 0 || acc;
+            int64_t t0 = 0;
+            for (; t0 + GEMM_MR <= m_rows; t0 += GEMM_MR)
+                dgemm_tile(y + t0 * ldy + n0, ldy, x + t0 * ldx + k0, ldx, wp, kc, accumulate, m);
+            if (t0 < m_rows) { /* the same FMA chains on a zero-padded copy */
+                const int64_t nt = m_rows - t0;
+                memset(xt, 0, sizeof xt);
+                memset(yt, 0, sizeof yt);
+                for (int64_t r = 0; r < nt; r++) {
+                    memcpy(xt + r * DGEMM_KC, x + (t0 + r) * ldx + k0, (size_t)kc * sizeof(double));
+                    memcpy(yt + r * DGEMM_NR, y + (t0 + r) * ldy + n0, (size_t)nn * sizeof(double));
+                }
+                dgemm_tile(yt, DGEMM_NR, xt, DGEMM_KC, wp, kc, accumulate, m);
+                for (int64_t r = 0; r < nt; r++)
+                    memcpy(y + (t0 + r) * ldy + n0, yt + r * DGEMM_NR, (size_t)nn * sizeof(double));
+            }
+        }
+    }
+}
+#endif
+
+void qk_dgemm_kn(double *y, int64_t ldy, const double *x, int64_t ldx, const double *w, int64_t ldw, int64_t m,
+                 int64_t n, int64_t k, int acc)
+{
+#ifdef QK_GEMM_AVX512
+    if (qk_forward_gemm_available()) {
+        dgemm_avx512(y, ldy, x, ldx, w, ldw, m, n, k, acc);
+        return;
+    }
+#endif
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0, x, (int)ldx, w, (int)ldw,
+                acc ? 1.0 : 0.0, y, (int)ldy);
+}
+
+#ifdef QK_GEMM_AVX512
+AVX512 static void dfnma_avx512(double *y, const double *x, double a, int64_t n)
+{
+    const __m512d va = _mm512_set1_pd(a);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm512_storeu_pd(y + k, _mm512_fnmadd_pd(va, _mm512_loadu_pd(x + k), _mm512_loadu_pd(y + k)));
+    if (k < n) {
+        const __mmask8 m = (__mmask8)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_pd(y + k, m, _mm512_fnmadd_pd(va, _mm512_maskz_loadu_pd(m, x + k),
+                                                         _mm512_maskz_loadu_pd(m, y + k)));
+    }
+}
+#endif
+
+void qk_dfnma(double *y, const double *x, double a, int64_t n)
+{
+#ifdef QK_GEMM_AVX512
+    if (qk_forward_gemm_available()) {
+        dfnma_avx512(y, x, a, n);
+        return;
+    }
+#endif
+    for (int64_t k = 0; k < n; k++)
+        y[k] -= a * x[k];
+}
+
 void qk_sfma(float *y, const float *x, float a, int64_t n)
 {
 #ifdef QK_GEMM_AVX512

@@ -69,6 +69,13 @@ void qk_forward_gemm(float *y, int64_t ldy, const float *x, int64_t ldx, const f
  * gptq_method.c), whose lazy updates are products of this shape. */
 void qk_sgemm_kn(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t m,
                  int64_t n, int64_t k, int acc);
+/* qk_sgemm_kn in double: y (+)= x W, W [k][n] row-major; an AVX-512 kernel
+ * (about 2x the AVX2 OpenBLAS this machine runs) when the CPU has it, else
+ * cblas_dgemm. GPTQ's lazy batch updates. */
+void qk_dgemm_kn(double *y, int64_t ldy, const double *x, int64_t ldx, const double *w, int64_t ldw, int64_t m,
+                 int64_t n, int64_t k, int acc);
+/* y[k] -= a x[k], k < n (fused on AVX-512 CPUs). */
+void qk_dfnma(double *y, const double *x, double a, int64_t n);
 /* y[k] += a x[k], k < n: one FMA per element with the kernel's
  * instructions when the CPU has them (so a sum built term by term equals
  * qk_sgemm_kn's), else cblas_saxpy. */

@@ -705,7 +705,7 @@ static int gptq_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
     const double *U = hs->u;
     size_t rn = (size_t)R * (size_t)n;
     double *wp = malloc(rn * sizeof(double));        /* [R][n] weights being updated, permuted order */
-    double *err = malloc((size_t)R * (size_t)B * sizeof(double)); /* [R][B] scaled errors of the batch */
+    double *err = malloc((size_t)R * (size_t)B * sizeof(double)); /* [R][B] the batch's scaled errors, negated */
     double *w0 = malloc(rn * sizeof(double));        /* [R][n] original weights, dead zeroed, original order */
     double *esum = calloc((size_t)R, sizeof(double)); /* [R] sum of squared scaled errors */
     float *v = malloc(rn * sizeof(float));           /* [R][n] chosen values, original order */
@@ -759,15 +759,13 @@ static int gptq_rows(gq_job *j, const gq_hess *hs, int64_t r0, int64_t R)
                 vr[c] = val;
                 const double *ur = U + p * n;
                 const double e = (wr[p] - val) / ur[p];
-                err[i * bw + (p - b0)] = e;
+                err[i * bw + (p - b0)] = -e;
                 esum[i] += e * e;
-                for (int64_t k = p + 1; k < b1; k++)
-                    wr[k] -= e * ur[k];
+                qk_dfnma(wr + p + 1, ur + p + 1, e, b1 - p - 1);
             }
         }
-        if (!rc && b1 < n)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(n - b1), (int)bw, -1.0, err, (int)bw,
-                        U + b0 * n + b1, (int)n, 1.0, wp + b1, (int)n);
+        if (!rc && b1 < n) /* wp[:, b1:] -= E U[b0:b1, b1:] */
+            qk_dgemm_kn(wp + b1, n, err, bw, U + b0 * n + b1, n, R, n - b1, bw, 1);
     }
     if (rc)
         goto done;

@@ -1075,6 +1075,60 @@ START_TEST(test_forward_gemm_kernel)
     for (int t = 0; t < T; t++)
         qk_forward_gemm(y2 + t * N, N, x + t * K, K, w, K, 1, N, K);
     ck_assert_int_eq(memcmp(y, y2, sizeof(float) * T * N), 0);
+    /* the same product with W stored [K][N] (qk_sgemm_kn): the same bits */
+    float *wkn = malloc(sizeof(float) * N * K);
+    ck_assert_ptr_nonnull(wkn);
+    for (int c = 0; c < N; c++)
+        for (int k = 0; k < K; k++)
+            wkn[k * N + c] = w[c * K + k];
+    qk_sgemm_kn(y2, N, x, K, wkn, N, T, N, K, 0);
+    ck_assert_int_eq(memcmp(y, y2, sizeof(float) * T * N), 0);
+    /* accumulating: y + x W is the FMA chain qk_sfma builds term by term
+     * (what GPTQ's refinement relies on to spread sparse changes) */
+    float *y3 = malloc(sizeof(float) * T * N);
+    ck_assert_ptr_nonnull(y3);
+    memcpy(y2, y, sizeof(float) * T * N);
+    memcpy(y3, y, sizeof(float) * T * N);
+    qk_sgemm_kn(y2, N, x, K, wkn, N, T, N, K, 1);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++)
+            qk_sfma(y3 + t * N, wkn + k * N, x[t * K + k], N);
+    ck_assert_int_eq(memcmp(y2, y3, sizeof(float) * T * N), 0);
+    for (int i = 0; i < T * N; i++)
+        ck_assert_float_eq_tol(y2[i], 2 * y[i], 1e-4f);
+    /* double: qk_dgemm_kn and qk_dfnma against a long-double reference */
+    double *xd = malloc(sizeof(double) * T * K), *wd = malloc(sizeof(double) * K * N);
+    double *yd = malloc(sizeof(double) * T * N), *yd2 = malloc(sizeof(double) * T * N);
+    ck_assert(xd && wd && yd && yd2);
+    for (int i = 0; i < T * K; i++)
+        xd[i] = x[i];
+    for (int i = 0; i < K * N; i++)
+        wd[i] = wkn[i];
+    for (int i = 0; i < T * N; i++)
+        yd[i] = yd2[i] = i % 7 - 3.0;
+    qk_dgemm_kn(yd, N, xd, K, wd, N, T, N, K, 1);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++)
+            qk_dfnma(yd2 + t * N, wd + k * N, -xd[t * K + k], N);
+    double dworst = 0;
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < N; c++) {
+            long double ref = (t * N + c) % 7 - 3.0;
+            for (int k = 0; k < K; k++)
+                ref += (long double)xd[t * K + k] * wd[k * N + c];
+            dworst = fmax(dworst, fabs((double)(ref - yd[t * N + c])));
+            dworst = fmax(dworst, fabs((double)(ref - yd2[t * N + c])));
+        }
+    ck_assert_msg(dworst <= 1e-12, "double kernels differ from the reference by %g", dworst);
+    qk_dgemm_kn(yd, N, xd, K, wd, N, T, N, K, 0);
+    for (int i = 0; i < T * N; i++)
+        ck_assert_double_eq_tol(yd[i], y[i], 1e-4);
+    free(xd);
+    free(wd);
+    free(yd);
+    free(yd2);
+    free(y3);
+    free(wkn);
     free(x);
     free(w);
     free(y);
