@@ -416,9 +416,8 @@ static void refit_block(const gq_job *j, const gq_hess *hs, int64_t R, int64_t k
             ph[bs + jj] = cb;
         }
     }
-    /* Hbb is symmetric: row phi times Hbb = (Hbb phi)^T, all rows in one dgemm */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(2 * R), (int)bs, (int)bs, 1.0, s->phi, (int)bs, Hbb,
-                (int)n, 0.0, s->hphi, (int)bs);
+    /* Hbb is symmetric: row phi times Hbb = (Hbb phi)^T, all rows in one product */
+    qk_dgemm_kn(s->hphi, bs, s->phi, bs, Hbb, n, 2 * R, bs, bs, 0);
     int n_ok = 0;
     for (int64_t i = 0; i < R; i++) {
         uint8_t *blk = blocks + (size_t)i * j->row_bytes + kb * t->bytes;
@@ -468,8 +467,7 @@ static void refit_block(const gq_job *j, const gq_hess *hs, int64_t R, int64_t k
     }
     if (!n_ok)
         return;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)bs, (int)bs, 1.0, s->dv, (int)bs, Hbb, (int)n,
-                0.0, s->hdv, (int)bs);
+    qk_dgemm_kn(s->hdv, bs, s->dv, bs, Hbb, n, R, bs, bs, 0);
     for (int64_t i = 0; i < R; i++) {
         if (!s->ok[i])
             continue;
