@@ -356,73 +356,78 @@ static void sum_item(void *ctx, int64_t i, int thread)
 }
 
 typedef struct tile_job {
-    const float *x;   /* [kt][n] the chunk's tokens */
-    const float *xt;  /* [n][kt] the same transposed */
+    const float *x;   /* [T][n] */
     double *h;        /* [n][n] */
-    int64_t kt, n;
+    int64_t T, n;
     const int64_t *tiles;
     float *scratch;   /* [threads][HTILE * HTILE] */
+    float *xt;        /* [threads][HTILE * T] a block of columns of x, transposed */
+    int64_t *xt_bi;   /* [threads] the column block xt holds, -1 none */
 } tile_job;
 
-/* xt [n][kt] = x [kt][n] transposed, columns [16 i, 16 i + 16). */
-static void transpose_item(void *ctx, int64_t i, int thread)
-{
-    (void)thread;
-    const tile_job *j = ctx;
-    float *xt = (float *)j->xt;
-    const int64_t a0 = i * 16, a1 = a0 + 16 < j->n ? a0 + 16 : j->n;
-    for (int64_t t0 = 0; t0 < j->kt; t0 += 16) {
-        const int64_t t1 = t0 + 16 < j->kt ? t0 + 16 : j->kt;
-        for (int64_t a = a0; a < a1; a++)
-            for (int64_t t = t0; t < t1; t++)
-                xt[a * j->kt + t] = j->x[t * j->n + a];
-    }
-}
-
-/* H[bi rows, bj cols] += X[:, bi]^T X[:, bj] over the chunk's tokens: a
- * float product into the thread's scratch tile (qk_sgemm_kn: the AVX-512
- * kernel, about 1.8x the OpenBLAS this machine runs), added in double. */
+/* H[bi rows, bj cols] += X[:, bi]^T X[:, bj]: per chunk of HCHUNK tokens a
+ * float product into the thread's scratch tile (qk_sgemm_kn, on the
+ * thread's transposed copy of the columns bi, made once per bi), added in
+ * double. The tile of H stays in cache over the chunks. The order of every
+ * sum is fixed (independent of threads). */
 static void tile_item(void *ctx, int64_t i, int thread)
 {
     const tile_job *j = ctx;
     const int64_t bi = j->tiles[i] >> 32, bj = j->tiles[i] & 0xffffffff;
-    const int64_t i0 = bi * HTILE, j0 = bj * HTILE;
-    const int64_t mi = j->n - i0 < HTILE ? j->n - i0 : HTILE;
-    const int64_t mj = j->n - j0 < HTILE ? j->n - j0 : HTILE;
+    const int64_t i0 = bi * HTILE, j0 = bj * HTILE, n = j->n, T = j->T;
+    const int64_t mi = n - i0 < HTILE ? n - i0 : HTILE;
+    const int64_t mj = n - j0 < HTILE ? n - j0 : HTILE;
     float *s = j->scratch + (size_t)thread * HTILE * HTILE; /* [mi][mj] */
-    qk_sgemm_kn(s, mj, j->xt + i0 * j->kt, j->kt, j->x + j0, j->n, mi, mj, j->kt, 0);
-    for (int64_t a = 0; a < mi; a++) {
-        double *hr = j->h + (i0 + a) * j->n + j0;
-        const float *sr = s + a * mj;
-        for (int64_t b = 0; b < mj; b++)
-            hr[b] += sr[b];
+    float *xt = j->xt + (size_t)thread * HTILE * T;         /* [mi][T] */
+    if (j->xt_bi[thread] != bi) {
+        for (int64_t t0 = 0; t0 < T; t0 += 16)
+            for (int64_t a0 = 0; a0 < mi; a0 += 16)
+                for (int64_t a = a0; a < a0 + 16 && a < mi; a++)
+                    for (int64_t t = t0; t < t0 + 16 && t < T; t++)
+                        xt[a * T + t] = j->x[t * n + i0 + a];
+        j->xt_bi[thread] = bi;
+    }
+    for (int64_t t0 = 0; t0 < T; t0 += HCHUNK) {
+        const int64_t kt = T - t0 < HCHUNK ? T - t0 : HCHUNK;
+        qk_sgemm_kn(s, mj, xt + t0, T, j->x + t0 * n + j0, n, mi, mj, kt, 0);
+        for (int64_t a = 0; a < mi; a++) {
+            double *hr = j->h + (i0 + a) * n + j0;
+            const float *sr = s + a * mj;
+            for (int64_t b = 0; b < mj; b++)
+                hr[b] += sr[b];
+        }
     }
 }
 
-/* Chunks of HCHUNK tokens in order, each transposed once and its tiles
- * run over the pool: the order of every sum is fixed (independent of
- * threads). */
-void qk_calib_xtx_add(double *h, const float *x, int64_t T, int64_t n, qk_pool *pool, float *scratch,
-                      int64_t *tiles)
+int qk_calib_xtx_add(double *h, const float *x, int64_t T, int64_t n, qk_pool *pool, float *scratch,
+                     int64_t *tiles)
 {
     int64_t nb = (n + HTILE - 1) / HTILE, k = 0;
     for (int64_t bi = 0; bi < nb; bi++)
         for (int64_t bj = bi; bj < nb; bj++)
             tiles[k++] = bi << 32 | bj;
     qk_pool *p = (double)T * (double)n * (double)n >= (double)PAR_SUM_MIN * 64 ? pool : NULL;
-    float *xt = scratch + (size_t)(pool ? qk_pool_size(pool) : 1) * HTILE * HTILE;
-    for (int64_t t0 = 0; t0 < T; t0 += HCHUNK) {
-        tile_job tj = {x + t0 * n, xt, h, T - t0 < HCHUNK ? T - t0 : HCHUNK, n, tiles, scratch};
-        qk_pool_run(p, (n + 15) / 16, 1, transpose_item, &tj);
-        qk_pool_run(p, k, 1, tile_item, &tj);
+    const int64_t threads = pool ? qk_pool_size(pool) : 1;
+    tile_job tj = {x, h, T, n, tiles, scratch, malloc((size_t)(threads * HTILE * T) * sizeof(float)),
+                   malloc((size_t)threads * sizeof(int64_t))};
+    if (!tj.xt || !tj.xt_bi) {
+        free(tj.xt);
+        free(tj.xt_bi);
+        return qk_error(QK_ENOMEM, "out of memory for %lld x %d activations", (long long)T, HTILE);
     }
+    for (int64_t t = 0; t < threads; t++)
+        tj.xt_bi[t] = -1;
+    qk_pool_run(p, k, 1, tile_item, &tj);
+    free(tj.xt);
+    free(tj.xt_bi);
+    return 0;
 }
 
-/* Scratch: [threads][HTILE][HTILE] tiles, then the transposed chunk [n][HCHUNK]. */
+/* Scratch: [threads][HTILE][HTILE] tiles. */
 int qk_calib_xtx_scratch(int64_t n, qk_pool *pool, float **scratch, int64_t **tiles)
 {
     int64_t nb = (n + HTILE - 1) / HTILE;
-    *scratch = malloc(((size_t)(pool ? qk_pool_size(pool) : 1) * HTILE * HTILE + (size_t)n * HCHUNK) * sizeof(float));
+    *scratch = malloc((size_t)(pool ? qk_pool_size(pool) : 1) * HTILE * HTILE * sizeof(float));
     *tiles = malloc((size_t)(nb * (nb + 1) / 2) * sizeof **tiles);
     if (*scratch && *tiles)
         return 0;
@@ -470,8 +475,9 @@ int qk_calib_hook(void *vc, const qk_linear_event *ev)
         if (!isfinite(e->sum_x2[j]))
             return qk_error(QK_ENONFINITE, "the input of '%s' holds NaN or Inf (column %lld) after %lld tokens; "
                             "the model or its input is broken", e->name, (long long)j, (long long)e->n_tokens);
-    if (hess)
-        qk_calib_xtx_add(e->xtx, ev->x, T, n, c->pool, c->scratch, c->tiles);
+    int rc;
+    if (hess && (rc = qk_calib_xtx_add(e->xtx, ev->x, T, n, c->pool, c->scratch, c->tiles)))
+        return rc;
     e->n_tokens += T;
     e->n_calls += T / c->o.n_ctx * c->calls_per_window;
     if (idx == 0)

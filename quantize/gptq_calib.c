@@ -263,7 +263,9 @@ static int calib_hook(void *ctx, const qk_linear_event *ev)
         if (ev->n_in != c->gn[g])
             return qk_error(QK_EINVAL, "layer %d input has %" PRId64 " columns, expected %" PRId64, ev->layer,
                             ev->n_in, c->gn[g]);
-        qk_calib_xtx_add(c->gh[g], ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
+        int rc = qk_calib_xtx_add(c->gh[g], ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
+        if (rc)
+            return rc;
         c->g_tokens[g] += ev->n_tokens;
         if (g == c->col_stop && c->tail_keep)
             memcpy(c->tail_in + c->sweep_row * ev->n_in, ev->x, (size_t)(ev->n_tokens * ev->n_in) * sizeof(float));
@@ -273,8 +275,8 @@ static int calib_hook(void *ctx, const qk_linear_event *ev)
         if (ev->n_in != c->out_n)
             return qk_error(QK_EINVAL, "output projection: %" PRId64 " columns, expected %" PRId64, ev->n_in,
                             c->out_n);
-        qk_calib_xtx_add(c->out_hshared, ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
-        return STOP_PASS;
+        int rc = qk_calib_xtx_add(c->out_hshared, ev->x, ev->n_tokens, ev->n_in, c->pool, c->xs, c->tiles);
+        return rc ? rc : STOP_PASS;
     }
     if (c->out_phase && ev->kind == QK_LIN_OUTPUT) {
         const int64_t T = ev->n_tokens, n = ev->n_in;

@@ -302,6 +302,60 @@ static float rnd(void)
     return (float)((g_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
+/* qk_calib_xtx_add over several 256-column tiles (the last partial) and
+ * several 256-token chunks (the last partial), added twice: the upper
+ * triangle against a long-double sum (tiles of H on the diagonal are
+ * computed whole, the rest of the lower triangle is left alone), and the same bits on the calling
+ * thread and on a pool of 2 and 3 threads. */
+START_TEST(test_calibrate_xtx_tiles_and_threads)
+{
+    const int64_t n = 600, T = 700;
+    float *x = malloc((size_t)(T * n) * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (int64_t i = 0; i < T * n; i++)
+        x[i] = rnd() * (i % 11 ? 1.0f : 8.0f);
+    double *h[3];
+    for (int v = 0; v < 3; v++) {
+        qk_pool *pool = NULL;
+        if (v)
+            ck_assert_int_eq(qk_pool_create(&pool, v + 1), 0);
+        float *scratch = NULL;
+        int64_t *tiles = NULL;
+        ck_assert_int_eq(qk_calib_xtx_scratch(n, pool, &scratch, &tiles), 0);
+        h[v] = calloc((size_t)(n * n), sizeof(double));
+        ck_assert_ptr_nonnull(h[v]);
+        for (int rep = 0; rep < 2; rep++)
+            ck_assert_int_eq(qk_calib_xtx_add(h[v], x, T, n, pool, scratch, tiles), 0);
+        free(scratch);
+        free(tiles);
+        qk_pool_free(pool);
+    }
+    for (int64_t a = 0; a < n; a++)
+        for (int64_t b = 0; b < n; b++) {
+            if (b < a) { /* the lower triangle is not touched outside the diagonal tiles */
+                ck_assert(a / 256 == b / 256 || h[0][a * n + b] == 0.0);
+                continue;
+            }
+            if ((a * 31 + b) % 17 == 0) {
+                long double ref = 0, abs = 0;
+                for (int64_t t = 0; t < T; t++) {
+                    const long double p = (long double)x[t * n + a] * x[t * n + b];
+                    ref += p;
+                    abs += fabsl(p);
+                }
+                ck_assert_msg(fabsl(h[0][a * n + b] - 2 * ref) <= 2 * 256 * 0x1p-24 * abs + 1e-30,
+                              "H[%lld,%lld] %.17g, reference %.17Lg", (long long)a, (long long)b, h[0][a * n + b],
+                              2 * ref);
+            }
+        }
+    ck_assert(!memcmp(h[0], h[1], (size_t)(n * n) * sizeof(double)));
+    ck_assert(!memcmp(h[0], h[2], (size_t)(n * n) * sizeof(double)));
+    for (int v = 0; v < 3; v++)
+        free(h[v]);
+    free(x);
+}
+END_TEST
+
 /* Synthetic events straight into the hook: sums and X^T X against a naive
  * computation (inputs of 64, 192 columns: one and several 128-tiles). */
 START_TEST(test_calibrate_hook_against_naive_sums)
@@ -1224,6 +1278,7 @@ Suite *qk_test_suite_calibrate(void)
     tcase_add_test(tc, test_calibrate_qkc_round_trip_is_exact);
     tcase_add_test(tc, test_calibrate_hessian_diagonal_and_symmetry);
     tcase_add_test(tc, test_calibrate_hook_against_naive_sums);
+    tcase_add_test(tc, test_calibrate_xtx_tiles_and_threads);
     tcase_add_test(tc, test_calibrate_merge_halves_equals_whole);
     tcase_add_test(tc, test_calibrate_quantize_with_golden_imatrix_matches_llamacpp);
     tcase_add_test(tc, test_calibrate_quantize_with_own_imatrix_close_to_llamacpp);

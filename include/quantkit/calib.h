@@ -139,9 +139,11 @@ int qk_calib_collect_layers(qk_calib_collector *c, qk_forward *f, const int32_t 
  * added in double; the order of every sum is fixed, so the result does not
  * depend on the thread count. scratch and tiles from qk_calib_xtx_scratch
  * (for the largest n used, the same pool). The lower triangle is not
- * touched. */
-void qk_calib_xtx_add(double *h, const float *x, int64_t T, int64_t n, qk_pool *pool, float *scratch,
-                      int64_t *tiles);
+ * touched except inside the 256 x 256 tiles on the diagonal (computed
+ * whole); callers mirror the upper one. Allocates 256 x T floats per
+ * thread for the call; QK_ENOMEM. */
+int qk_calib_xtx_add(double *h, const float *x, int64_t T, int64_t n, qk_pool *pool, float *scratch,
+                     int64_t *tiles);
 int qk_calib_xtx_scratch(int64_t n, qk_pool *pool, float **scratch, int64_t **tiles);
 
 /* Files. llama.cpp's legacy imatrix .dat (values = mean x^2 * ncall, as
