@@ -70,8 +70,9 @@ void qk_forward_gemm(float *y, int64_t ldy, const float *x, int64_t ldx, const f
 void qk_sgemm_kn(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t m,
                  int64_t n, int64_t k, int acc);
 /* qk_sgemm_kn in double: y (+)= x W, W [k][n] row-major; an AVX-512 kernel
- * (about 2x the AVX2 OpenBLAS this machine runs) when the CPU has it, else
- * cblas_dgemm. GPTQ's lazy batch updates. */
+ * when the CPU has it (faster than the AVX2 OpenBLAS this machine runs: the
+ * panels of GPTQ's lazy batch updates and its factorization), else
+ * cblas_dgemm. */
 void qk_dgemm_kn(double *y, int64_t ldy, const double *x, int64_t ldx, const double *w, int64_t ldw, int64_t m,
                  int64_t n, int64_t k, int acc);
 /* y[k] -= a x[k], k < n (fused on AVX-512 CPUs). */

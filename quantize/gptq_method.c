@@ -143,12 +143,133 @@ static int make_order(gq_hess *hs, const double *diag, int64_t bs, int act_order
     return 0;
 }
 
+/* ------------------------------------------------ blocked factorization
+ * The Cholesky factor L of an m x m row-major matrix (B = L L^T, lower
+ * triangle; the upper one is scratch) and then L^-1 in place, block column
+ * by block column (CH_NB wide) as LAPACK's dpotrf / dtrtri do, with the
+ * O(m^3) updates (the trailing A22 -= L21 L21^T of the factorization, the
+ * X22 L21 products of the inversion) by qk_dgemm_kn over CH_RB-row blocks
+ * on the pool, and only the CH_NB-wide diagonal blocks and row-wise
+ * triangular solves in LAPACK/BLAS, single-threaded. For a 14336-column
+ * ffn_down Hessian on one core: ~17 CPU s, against ~21 s for OpenBLAS's
+ * dpotrf + dtrtri (AVX2 kernels here). Every element is computed the same
+ * way whatever the number of threads, so U (and the bytes) no longer depend
+ * on it (OpenBLAS's threaded dpotrf/dtrtri differed in the last bits). */
+#define CH_NB 128
+#define CH_RB 256
+
+typedef struct {
+    double *a;         /* [m][m] */
+    int64_t m, k0, kb; /* the block column [k0, k0+kb) */
+    double *p;         /* chol: -L21 [n2][kb]; inv: Y [n2][kb] */
+    double *q;         /* chol: L21^T [kb][n2]; inv: lower copies of X22's diagonal blocks [items][CH_RB][CH_RB] */
+} ch_job;
+
+/* Cholesky, rows [s0 + r0, s0 + r1) of the trailing matrix (s0 = k0 + kb):
+ * A22 -= L21 L21^T on columns [s0, s0 + r1) (the lower triangle and the
+ * upper part of the row block's diagonal block, which nothing reads). */
+static void chol_update_item(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    const ch_job *j = ctx;
+    const int64_t s0 = j->k0 + j->kb, n2 = j->m - s0, r0 = i * CH_RB, r1 = r0 + CH_RB < n2 ? r0 + CH_RB : n2;
+    qk_dgemm_kn(j->a + (s0 + r0) * j->m + s0, j->m, j->p + r0 * j->kb, j->kb, j->q, n2, r1 - r0, r1, j->kb, 1);
+}
+
+/* L21 = A21 L11^-T on rows [s0 + r0, s0 + r1), then their copies in p (negated) and q (transposed). */
+static void chol_panel_item(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    const ch_job *j = ctx;
+    const int64_t m = j->m, kb = j->kb, s0 = j->k0 + kb, n2 = m - s0, r0 = i * CH_RB;
+    const int64_t r1 = r0 + CH_RB < n2 ? r0 + CH_RB : n2;
+    double *l21 = j->a + (s0 + r0) * m + j->k0;
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, (int)(r1 - r0), (int)kb, 1.0,
+                j->a + j->k0 * m + j->k0, (int)m, l21, (int)m);
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = 0; c < kb; c++) {
+            const double v = l21[(r - r0) * m + c];
+            j->p[r * kb + c] = -v;
+            j->q[c * n2 + r] = v;
+        }
+}
+
+/* Inversion, rows [r0, r1) of Y = X22 L21 (X22 = the inverted trailing
+ * block, lower; L21 still the factor's), then Y := -Y L11^-1 and into A21. */
+static void inv_item(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    const ch_job *j = ctx;
+    const int64_t m = j->m, kb = j->kb, s0 = j->k0 + kb, n2 = m - s0, r0 = i * CH_RB;
+    const int64_t r1 = r0 + CH_RB < n2 ? r0 + CH_RB : n2, rr = r1 - r0;
+    const double *x22 = j->a + (s0 + r0) * m + s0, *l21 = j->a + s0 * m + j->k0;
+    double *y = j->p + r0 * kb, *t = j->q + i * CH_RB * CH_RB;
+    if (r0 > 0) /* columns left of the diagonal block: dense */
+        qk_dgemm_kn(y, kb, x22, m, l21, m, rr, kb, r0, 0);
+    for (int64_t r = 0; r < rr; r++) /* the diagonal block, its upper part zeroed */
+        for (int64_t c = 0; c < rr; c++)
+            t[r * rr + c] = c <= r ? x22[r * m + r0 + c] : 0.0;
+    qk_dgemm_kn(y, kb, t, rr, l21 + r0 * m, m, rr, kb, rr, r0 > 0);
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, (int)rr, (int)kb, -1.0,
+                j->a + j->k0 * m + j->k0, (int)m, y, (int)kb);
+}
+
+/* B = L L^T in place (lower); 0, the 1-based column where B is not
+ * positive definite, or QK_ENOMEM (negative). */
+static int chol_lower(double *a, int64_t m, qk_pool *pool)
+{
+    double *p = malloc((size_t)m * CH_NB * sizeof(double)), *q = malloc((size_t)m * CH_NB * sizeof(double));
+    int rc = p && q ? 0 : qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " factorization", m, m);
+    for (int64_t k0 = 0; k0 < m && !rc; k0 += CH_NB) {
+        int kb = (int)(m - k0 < CH_NB ? m - k0 : CH_NB), mm = (int)m, info = 0;
+        dpotrf_("U", &kb, a + k0 * m + k0, &mm, &info, 1); /* column-major U = row-major L */
+        if (info) {
+            rc = (int)(k0 + info);
+            break;
+        }
+        const int64_t n2 = m - k0 - kb;
+        if (n2 == 0)
+            break;
+        ch_job j = {a, m, k0, kb, p, q};
+        qk_pool_run(pool, (n2 + CH_RB - 1) / CH_RB, 1, chol_panel_item, &j);
+        qk_pool_run(pool, (n2 + CH_RB - 1) / CH_RB, 1, chol_update_item, &j);
+    }
+    free(p);
+    free(q);
+    return rc;
+}
+
+/* L (lower, from chol_lower) := L^-1 in place; 0, 1 + the column of a zero
+ * pivot, or QK_ENOMEM (negative). */
+static int inv_lower(double *a, int64_t m, qk_pool *pool)
+{
+    double *p = malloc((size_t)m * CH_NB * sizeof(double));
+    double *q = malloc((size_t)((m + CH_RB - 1) / CH_RB) * CH_RB * CH_RB * sizeof(double));
+    int rc = p && q ? 0 : qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " inverse", m, m);
+    for (int64_t k0 = (m - 1) / CH_NB * CH_NB; k0 >= 0 && !rc; k0 -= CH_NB) {
+        int kb = (int)(m - k0 < CH_NB ? m - k0 : CH_NB), mm = (int)m, info = 0;
+        const int64_t n2 = m - k0 - kb;
+        if (n2 > 0) {
+            ch_job j = {a, m, k0, kb, p, q};
+            qk_pool_run(pool, (n2 + CH_RB - 1) / CH_RB, 1, inv_item, &j);
+            for (int64_t r = 0; r < n2; r++)
+                memcpy(a + (k0 + kb + r) * m + k0, p + r * kb, (size_t)kb * sizeof(double));
+        }
+        dtrtri_("U", "N", &kb, a + k0 * m + k0, &mm, &info, 1, 1);
+        if (info)
+            rc = (int)(k0 + info);
+    }
+    free(p);
+    free(q);
+    return rc;
+}
+
 /* One factorization attempt with absolute damping lambda: u = chol(inv(A))
  * upper, A = permuted Hd. Returns 0, 1 when A is (numerically) singular, or
  * a negative error. Dead columns are decoupled from everything, so only the
  * live ones are factorized (compacted; a padded model has many dead ones)
  * and a dead column's U is just 1/sqrt(A_pp) on the diagonal. */
-static int factor(gq_hess *hs, double lambda)
+static int factor(gq_hess *hs, double lambda, qk_pool *pool)
 {
     const int64_t n = hs->n;
     int64_t m = 0;
@@ -182,12 +303,22 @@ static int factor(gq_hess *hs, double lambda)
             a[k] = a[mm2 - 1 - k];
             a[mm2 - 1 - k] = tmp;
         }
-        dpotrf_("U", &mm, a, &mm, &info, 1);
+        if (m < 2 * CH_NB) { /* small: LAPACK as is */
+            dpotrf_("U", &mm, a, &mm, &info, 1);
+        } else if ((info = chol_lower(a, m, pool)) < 0) {
+            free(live);
+            return info;
+        }
         bad = info != 0;
         for (int64_t i = 0; i < m && !bad; i++)
             bad = !(a[i * m + i] * a[i * m + i] > PIVOT_RATIO * hs->live_mean);
         if (!bad) {
-            dtrtri_("U", "N", &mm, a, &mm, &info, 1, 1);
+            if (m < 2 * CH_NB) {
+                dtrtri_("U", "N", &mm, a, &mm, &info, 1, 1);
+            } else if ((info = inv_lower(a, m, pool)) < 0) {
+                free(live);
+                return info;
+            }
             bad = info != 0;
         }
         if (!bad) {
@@ -256,7 +387,7 @@ static int hess_make_float(gq_hess *hs)
 
 /* Prepare h [n][n] for GPTQ, in place: h becomes hs->hd (its diagonal
  * changes; hess_free puts it back, exactly). bs: the block size (act order). */
-static int hess_prepare(gq_hess *hs, double *h, int64_t n, int64_t bs, const qk_gptq_opts *o)
+static int hess_prepare(gq_hess *hs, double *h, int64_t n, int64_t bs, const qk_gptq_opts *o, qk_pool *pool)
 {
     memset(hs, 0, sizeof *hs);
     hs->n = n;
@@ -312,7 +443,7 @@ static int hess_prepare(gq_hess *hs, double *h, int64_t n, int64_t bs, const qk_
     double damp = o->damp;
     for (;;) {
         double lambda = damp * hs->live_mean;
-        int f = factor(hs, lambda);
+        int f = factor(hs, lambda, pool);
         if (f < 0) {
             rc = f;
             goto done;
@@ -889,7 +1020,8 @@ static void task_rowwise(void *ctx, int64_t row, int thread)
     gq_hess hs;
     double *h = malloc((size_t)j->n * (size_t)j->n * sizeof(double));
     int rc = h ? 0 : qk_error(QK_ENOMEM, "out of memory for a %" PRId64 "x%" PRId64 " Hessian", j->n, j->n);
-    if (!rc && (rc = j->row_h(j->row_ctx, row, h)) == 0 && (rc = hess_prepare(&hs, h, j->n, j->t->bs, j->o)) == 0) {
+    if (!rc && (rc = j->row_h(j->row_ctx, row, h)) == 0 &&
+        (rc = hess_prepare(&hs, h, j->n, j->t->bs, j->o, NULL)) == 0) {
         j->row_damp[row] = hs.damp;
         j->row_raises[row] = hs.n_raises;
         j->row_dead[row] = hs.n_dead;
@@ -961,16 +1093,12 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
     }
     if (!row_h) {
         if (!hs) {
-            /* the factorization (2/3 n^3: ~45 s on one core for a 14336-column
-             * ffn_down) on OpenBLAS's threads while the pool is idle; the row
-             * chunks on the pool's. LAPACK does not promise the same last bits
-             * of U for every thread count (OpenBLAS 0.3.21's dpotrf and dtrtri
-             * differ there between 1 and 2 threads): the bytes change only
-             * where a rounding is tied within them, which no test has hit, but
-             * the GPTQ pass's error account (sum e^2) shows it. */
-            openblas_set_num_threads(qk_pool_size(pool));
-            rc = hess_prepare(&own, h, cols, t->bs, o);
+            /* the factorization (2/3 n^3: ~27 s on one core for a
+             * 14336-column ffn_down with OpenBLAS's dpotrf/dtrtri; see
+             * chol_lower) and then the row chunks, both on the pool; U is the
+             * same for every thread count. */
             openblas_set_num_threads(1);
+            rc = hess_prepare(&own, h, cols, t->bs, o, pool);
             if (rc)
                 goto done;
             have_own = 1;
@@ -1052,9 +1180,8 @@ int qk_gptq_prepare(qk_gptq_prepared **out, const qk_gptq_opts *o, double *h, in
     qk_gptq_prepared *p = calloc(1, sizeof *p);
     if (!p)
         return qk_error(QK_ENOMEM, "out of memory");
-    openblas_set_num_threads(qk_pool_size(pool));
-    int rc = hess_prepare(&p->hs, h, cols, t->bs, o);
     openblas_set_num_threads(1);
+    int rc = hess_prepare(&p->hs, h, cols, t->bs, o, pool);
     if (rc) {
         free(p);
         return rc;
