@@ -10,7 +10,8 @@
 # Input: the synthetic BF16 checkpoint bench/out/mistral-7b-v0.3-bf16-seed0
 # (bench/bin/qk-synth --preset mistral-7b-v0.3; made here when missing) and
 # its synthetic tokenizer; calibration text ../shared/data/text/wiki.test.raw
-# (or $QK_CALIB_TEXT). Every run is niced and timed by /usr/bin/time -v:
+# (or $QK_CALIB_TEXT). Every run is niced ($QK_BENCH_NICE, default 10; 0 to
+# run ahead of other niced work) and timed by /usr/bin/time -v:
 #   1. qk-calibrate --hessian --layers N: layer-major collection of the
 #      Hessians into a .qkc (deleted after), tokens/s and seconds per layer;
 #   2. bench/bin/qk-gptq-layers --sequential --layers N: what
@@ -34,6 +35,7 @@ REFINES="0 2"
 THREADS=2
 CALIBRATE=1
 TEXT=${QK_CALIB_TEXT:-$ROOT/../shared/data/text/wiki.test.raw}
+NICE=${QK_BENCH_NICE:-10}
 while [ $# -gt 0 ]; do
     case "$1" in
         --layers) LAYERS=$2; shift 2 ;;
@@ -74,7 +76,7 @@ echo "# model $MODEL, text $TEXT, $CHUNKS windows of $CTX, first $LAYERS layers,
 
 if [ "$CALIBRATE" = 1 ]; then
     load=$(cut -d' ' -f1 /proc/loadavg)
-    nice /usr/bin/time -v -o "$TMP/cal.time" "$ROOT/bin/qk-calibrate" "$MODEL" --text "$TEXT" --ctx "$CTX" \
+    nice -n "$NICE" /usr/bin/time -v -o "$TMP/cal.time" "$ROOT/bin/qk-calibrate" "$MODEL" --text "$TEXT" --ctx "$CTX" \
         --chunks "$CHUNKS" --hessian --layers "$LAYERS" -t "$THREADS" -o "$TMP/h.qkc" > "$TMP/cal.out"
     grep -E '^(text|speed|entries):' "$TMP/cal.out"
     report "qk-calibrate --hessian" "$TMP/cal.time" "$load"
@@ -84,7 +86,7 @@ fi
 
 for r in $REFINES; do
     load=$(cut -d' ' -f1 /proc/loadavg)
-    nice /usr/bin/time -v -o "$TMP/g$r.time" "$ROOT/bench/bin/qk-gptq-layers" "$MODEL" --calib-text "$TEXT" \
+    nice -n "$NICE" /usr/bin/time -v -o "$TMP/g$r.time" "$ROOT/bench/bin/qk-gptq-layers" "$MODEL" --calib-text "$TEXT" \
         --ctx "$CTX" --chunks "$CHUNKS" --layers "$LAYERS" --type "$TYPE" --sequential --refine "$r" \
         -t "$THREADS" > "$TMP/g$r.out" 2> "$TMP/g$r.err"
     cat "$TMP/g$r.out"

@@ -166,10 +166,12 @@ int qk_gptq_quantize_rowwise(const qk_gptq_opts *o, const float *w, int64_t rows
  *     canonical order and reported with qk_gptq_calib_quantized); the
  *     inputs of q/k/v, attn_output, gate/up and ffn_down are collected as
  *     four groups per layer, each sweep stopping at its group, the layer's
- *     hidden states advanced once its tensors are quantized: about 1.6
- *     forward passes in all. Memory: the hidden states plus at most one
- *     layer's Hessians (q/k/v, attn_output, gate/up: n_embd^2 doubles;
- *     ffn_down: n_ff^2), and GPTQ's one factor matrix;
+ *     hidden states advanced once its tensors are quantized, from the kept
+ *     inputs of attn_output and ffn_down (one matmul each): about one
+ *     forward pass in all. Memory: the hidden states, one kept layer input
+ *     (at most tokens x n_ff floats) and at most one layer's Hessians
+ *     (q/k/v, attn_output, gate/up: n_embd^2 doubles; ffn_down: n_ff^2),
+ *     and GPTQ's one factor matrix;
  *   - a .qkc is opened lazily (qk_calib_open): each Hessian is inflated
  *     from the file when its tensor is asked for, one at a time;
  *   - output.weight with calibration text, when n_vocab x n_embd^3 <= 1e12
