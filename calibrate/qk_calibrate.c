@@ -27,6 +27,7 @@ typedef struct {
     int n_in_files;
     long long n_ctx, max_chunks, first_chunk, batch, layers;
     int threads, format, hessian, sum_x, absmax, process_output, quiet;
+    int no_verify; /* skip a quantkit model's checksums */
 } opts_t;
 
 static void usage(void)
@@ -63,6 +64,7 @@ static void usage(void)
            "      --in-file F            merge an existing .dat/.qkc (repeatable; token-weighted)\n"
            "      --show FILE            print per-tensor statistics of a file and exit\n"
            "      --vocab FILE           tokenizer for llama2.c inputs\n"
+           "      --no-verify            skip checking a quantkit GGUF model's checksums (quantkit.tensor_xxh3)\n"
            "  -q, --quiet                no report\n"
            "      --progress             progress on stderr even when it is not a terminal\n"
            "  -h, --help, --version\n"
@@ -175,7 +177,8 @@ static int collect(const opts_t *o, const qk_calib *files, qk_calib **out, run_i
     int rc;
 
     qk_model_opts mo = {.vocab_path = o->vocab};
-    if ((rc = qk_read_file(&text, &text_n, o->text, MAX_TEXT_BYTES)) || (rc = qk_model_open(&m, o->model, &mo)))
+    if ((rc = qk_read_file(&text, &text_n, o->text, MAX_TEXT_BYTES)) || (rc = qk_model_open(&m, o->model, &mo)) ||
+        (!o->no_verify && (rc = qk_model_verify(m))))
         goto done;
     /* files to merge must belong to this model: checked before the pass */
     if (files && (rc = qk_calib_check_model(files, m, 0))) {
@@ -413,7 +416,7 @@ int main(int argc, char **argv)
     o.n_ctx = 512;
     o.batch = 0; /* auto: 1, or 4096 tokens' worth layer-major */
     enum { O_TEXT = 1000, O_FORMAT, O_CHUNKS, O_FIRST, O_HESS, O_SUMX, O_ABSMAX, O_POUT, O_IN, O_SHOW, O_VOCAB,
-           O_PROG, O_VERSION, O_LAYERS };
+           O_PROG, O_VERSION, O_LAYERS, O_NOVERIFY };
     static const struct option lo[] = {
         {"text", required_argument, 0, O_TEXT},       {"output", required_argument, 0, 'o'},
         {"format", required_argument, 0, O_FORMAT},   {"ctx", required_argument, 0, 'c'},
@@ -425,7 +428,7 @@ int main(int argc, char **argv)
         {"vocab", required_argument, 0, O_VOCAB},     {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},             {"progress", no_argument, 0, O_PROG},
         {"help", no_argument, 0, 'h'},                {"version", no_argument, 0, O_VERSION},
-        {"layers", required_argument, 0, O_LAYERS},
+        {"layers", required_argument, 0, O_LAYERS},   {"no-verify", no_argument, 0, O_NOVERIFY},
         {0, 0, 0, 0},
     };
     int c;
@@ -461,6 +464,7 @@ int main(int argc, char **argv)
             break;
         case O_SHOW: o.show = optarg; break;
         case O_VOCAB: o.vocab = optarg; break;
+        case O_NOVERIFY: o.no_verify = 1; break;
         case 'q': o.quiet = 1; break;
         case 'v': qk_log_set_level(QK_LOG_DEBUG); break;
         case O_PROG: qk_progress_force(1); break;

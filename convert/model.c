@@ -180,6 +180,21 @@ int qk_model_source_kind(const qk_model *m) { return m->kind; }
 const char *qk_model_path(const qk_model *m) { return m->path; }
 const qk_vocab *qk_model_vocab(const qk_model *m) { return m->vocab; }
 const qk_gguf *qk_model_gguf(const qk_model *m) { return m->gguf; }
+
+int qk_model_verify(const qk_model *m)
+{
+    if (!m->gguf)
+        return 0;
+    int rc = qk_gguf_verify_checksums(m->gguf);
+    if (rc == QK_ENOTFOUND) /* no checksums stored */
+        return 0;
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", qk_errmsg());
+        qk_error(rc, "%s (--no-verify to use it anyway)", msg);
+    }
+    return rc;
+}
 uint64_t qk_model_source_bytes(const qk_model *m) { return m->source_bytes; }
 int64_t qk_model_n_tensors(const qk_model *m) { return m->n_t; }
 const qk_model_tensor *qk_model_tensor_at(const qk_model *m, int64_t i)

@@ -23,6 +23,7 @@ typedef struct {
     int allow_nonfinite;
     int force;
     int quiet;
+    int no_verify; /* skip a quantkit input's checksums */
 } opts_t;
 
 static void usage(void)
@@ -44,6 +45,7 @@ static void usage(void)
            "                           equivalent model; e.g. 172 -> 192 with N=32)\n"
            "      --allow-nonfinite    copy NaN/Inf weights instead of refusing them\n"
            "      --force              replace an existing output directory (--to safetensors)\n"
+           "      --no-verify          skip checking a quantkit GGUF input's checksums (quantkit.tensor_xxh3)\n"
            "  -q, --quiet              no summary on stdout\n"
            "      --progress           show progress even when stderr is not a terminal\n"
            "  -h, --help               this help\n"
@@ -348,7 +350,7 @@ int main(int argc, char **argv)
     qk_tool_init("qk-convert");
     opts_t o = {0};
     o.outtype = -1;
-    enum { O_OUTTYPE = 1000, O_TO, O_VOCAB, O_PAD, O_NONFINITE, O_FORCE, O_PROGRESS, O_VERSION };
+    enum { O_OUTTYPE = 1000, O_TO, O_VOCAB, O_PAD, O_NONFINITE, O_FORCE, O_PROGRESS, O_VERSION, O_NOVERIFY };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},     {"outtype", required_argument, 0, O_OUTTYPE},
         {"to", required_argument, 0, O_TO},        {"vocab", required_argument, 0, O_VOCAB},
@@ -356,6 +358,7 @@ int main(int argc, char **argv)
         {"force", no_argument, 0, O_FORCE},        {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},          {"progress", no_argument, 0, O_PROGRESS},
         {"help", no_argument, 0, 'h'},             {"version", no_argument, 0, O_VERSION},
+        {"no-verify", no_argument, 0, O_NOVERIFY},
         {0, 0, 0, 0},
     };
     int c;
@@ -381,6 +384,7 @@ int main(int argc, char **argv)
             break;
         case O_NONFINITE: o.allow_nonfinite = 1; break;
         case O_FORCE: o.force = 1; break;
+        case O_NOVERIFY: o.no_verify = 1; break;
         case 'q': o.quiet = 1; qk_log_set_level(QK_LOG_ERROR); break;
         case 'v': qk_log_set_level(QK_LOG_DEBUG); break;
         case O_PROGRESS: qk_progress_force(1); break;
@@ -402,6 +406,10 @@ int main(int argc, char **argv)
     qk_model *m = NULL;
     if (qk_model_open(&m, o.input, &mo))
         return qk_tool_fail();
+    if (!o.no_verify && qk_model_verify(m)) { /* a corrupted input is not re-checksummed into a valid file */
+        qk_model_close(m);
+        return qk_tool_fail();
+    }
     double t0 = qk_now();
     uint64_t bytes = 0;
     int rc = o.to_st ? write_hf_dir(&o, m, &bytes) : write_gguf(&o, m, &bytes);

@@ -142,15 +142,9 @@ static int open_model(qk_model **out, const char *path, const opts_t *o)
     int rc = qk_model_open(out, path, &mo);
     if (rc)
         return rc;
-    const qk_gguf *g = qk_model_gguf(*out);
-    if (g && !o->no_verify) {
-        rc = qk_gguf_verify_checksums(g);
-        if (rc == QK_ENOTFOUND)
-            rc = 0;
-        if (rc) {
-            qk_model_close(*out);
-            *out = NULL;
-        }
+    if (!o->no_verify && (rc = qk_model_verify(*out))) {
+        qk_model_close(*out);
+        *out = NULL;
     }
     return rc;
 }

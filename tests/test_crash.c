@@ -579,6 +579,22 @@ START_TEST(test_crash_corrupted_byte_refused)
     snprintf(args, sizeof args, "%s %s Q8_0 -q --no-verify", bad, dest);
     run_tool("qk-quantize", args, 0);
     ck_assert(qk_file_exists(dest));
+    /* qk-convert (it would write the damaged values with fresh checksums)
+     * and qk-calibrate: refused, no output; --no-verify goes ahead */
+    snprintf(dest, sizeof dest, "%s/c.gguf", fresh_dir(dir, "conv"));
+    snprintf(args, sizeof args, "%s -o %s -q", bad, dest);
+    expect_names_tensor("qk-convert", args);
+    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
+    snprintf(args, sizeof args, "%s -o %s -q --no-verify", bad, dest);
+    run_tool("qk-convert", args, 0);
+    ck_assert(qk_file_exists(dest));
+    snprintf(dest, sizeof dest, "%s/i.dat", fresh_dir(dir, "cal"));
+    snprintf(args, sizeof args, "%s --text %s -c 64 --chunks 1 -t 1 -o %s -q", bad, text_path(), dest);
+    expect_names_tensor("qk-calibrate", args);
+    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
+    snprintf(args, sizeof args, "%s --text %s -c 64 --chunks 1 -t 1 -o %s -q --no-verify", bad, text_path(), dest);
+    run_tool("qk-calibrate", args, 0);
+    ck_assert(qk_file_exists(dest));
 }
 END_TEST
 

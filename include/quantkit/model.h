@@ -84,6 +84,11 @@ const char *qk_model_path(const qk_model *m);
 const qk_vocab *qk_model_vocab(const qk_model *m);
 /* The source GGUF when the input is one (for carrying its metadata), else NULL. */
 const qk_gguf *qk_model_gguf(const qk_model *m);
+/* A GGUF model's quantkit checksums (quantkit.tensor_xxh3), when it has
+ * them: 0, or the error of qk_gguf_verify_checksums naming the first tensor
+ * whose bytes do not match (the message suggests --no-verify). Other
+ * models: 0. Reads every tensor once. */
+int qk_model_verify(const qk_model *m);
 /* Total bytes of the source tensor data. */
 uint64_t qk_model_source_bytes(const qk_model *m);
 
