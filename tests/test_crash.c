@@ -556,6 +556,21 @@ static void expect_names_tensor(const char *tool, const char *args)
     free(err);
 }
 
+/* `tool` with args from fmt (input, destination in a fresh directory):
+ * refused naming the tensor, the directory left empty; then with
+ * --no-verify it writes the destination. */
+static void refused_writes_nothing(const char *tool, const char *fmt, const char *input, const char *name)
+{
+    char dir[4200], dest[4300], args[16384];
+    snprintf(dest, sizeof dest, "%s/%s", fresh_dir(dir, name), name);
+    snprintf(args, sizeof args, fmt, input, dest);
+    expect_names_tensor(tool, args);
+    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --no-verify");
+    run_tool(tool, args, 0);
+    ck_assert_msg(qk_file_exists(dest), "%s --no-verify wrote no %s", tool, dest);
+}
+
 START_TEST(test_crash_corrupted_byte_refused)
 {
     const char *bad = corrupted_gguf();
@@ -570,31 +585,14 @@ START_TEST(test_crash_corrupted_byte_refused)
     expect_names_tensor("qk-eval", args);
     snprintf(args, sizeof args, "%s --text %s -c 64 --chunks 1 -t 1 -q --no-verify", bad, text_path());
     run_tool("qk-eval", args, 0);
-    /* qk-quantize: refused, no output; --no-verify quantizes it */
-    char dir[4200], dest[4300];
-    snprintf(dest, sizeof dest, "%s/q.gguf", fresh_dir(dir, "out"));
-    snprintf(args, sizeof args, "%s %s Q8_0 -q", bad, dest);
-    expect_names_tensor("qk-quantize", args);
-    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
-    snprintf(args, sizeof args, "%s %s Q8_0 -q --no-verify", bad, dest);
-    run_tool("qk-quantize", args, 0);
-    ck_assert(qk_file_exists(dest));
-    /* qk-convert (it would write the damaged values with fresh checksums)
-     * and qk-calibrate: refused, no output; --no-verify goes ahead */
-    snprintf(dest, sizeof dest, "%s/c.gguf", fresh_dir(dir, "conv"));
-    snprintf(args, sizeof args, "%s -o %s -q", bad, dest);
-    expect_names_tensor("qk-convert", args);
-    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
-    snprintf(args, sizeof args, "%s -o %s -q --no-verify", bad, dest);
-    run_tool("qk-convert", args, 0);
-    ck_assert(qk_file_exists(dest));
-    snprintf(dest, sizeof dest, "%s/i.dat", fresh_dir(dir, "cal"));
-    snprintf(args, sizeof args, "%s --text %s -c 64 --chunks 1 -t 1 -o %s -q", bad, text_path(), dest);
-    expect_names_tensor("qk-calibrate", args);
-    ck_assert_int_eq(qk_test_count_entries(dir, ""), 0);
-    snprintf(args, sizeof args, "%s --text %s -c 64 --chunks 1 -t 1 -o %s -q --no-verify", bad, text_path(), dest);
-    run_tool("qk-calibrate", args, 0);
-    ck_assert(qk_file_exists(dest));
+    /* the tools that write: refused with nothing written; --no-verify goes
+     * ahead (qk-convert would otherwise pass the damaged values on with
+     * fresh checksums) */
+    refused_writes_nothing("qk-quantize", "%s %s Q8_0 -q", bad, "q.gguf");
+    refused_writes_nothing("qk-convert", "%s -o %s -q", bad, "c.gguf");
+    char fmt[4400];
+    snprintf(fmt, sizeof fmt, "%%s --text %s -c 64 --chunks 1 -t 1 -o %%s -q", text_path());
+    refused_writes_nothing("qk-calibrate", fmt, bad, "i.dat");
 }
 END_TEST
 
