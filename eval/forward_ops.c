@@ -455,7 +455,8 @@ AVX512 static void sfma_avx512(float *y, const float *x, float a, int64_t n)
         _mm512_storeu_ps(y + k, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k)));
     if (k < n) {
         const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
-        _mm512_mask_storeu_ps(y + k, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, y + k)));
+        _mm512_mask_storeu_ps(y + k, m,
+                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, y + k)));
     }
 }
 #endif
