@@ -29,6 +29,7 @@
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,7 @@ struct qk_gptq_calib {
     int tail_kind;         /* QK_LIN_O or QK_LIN_DOWN */
     int tail_keep;         /* hook: copy the stop group's input into tail_in */
     int64_t sweep_row;     /* hook: first row of the current call in x */
+    int64_t dropped_upto;  /* sequential: the quantized weights of layers < this were dropped from the forward */
     double *gh[GRP_COUNT]; /* [gn][gn] the Hessian of each input group of layer gh_layer */
     int64_t gn[GRP_COUNT];
     int64_t gh_layer;      /* layer the groups in gh_mask are for (-1 none) */
@@ -337,13 +339,34 @@ static int sweep(qk_gptq_calib *c, int64_t l, int parts)
 }
 
 
+/* Sequential: layer l is behind the state for good; its quantized weights
+ * (float overrides in the forward pass: n_embd x (4 n_embd + 3 n_ff)
+ * floats, 0.87 GB for a 7B layer) are dropped, so memory holds one layer's
+ * worth, not the model's. */
+static void drop_layer_weights(qk_gptq_calib *c, int64_t l)
+{
+    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    if (!c->o.sequential)
+        return;
+    for (int k = 0; k < 7; k++) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, kinds[k]);
+        qk_forward_override_weight(c->fwd, name, NULL); /* QK_ENOTFOUND for a tensor the model lacks: nothing to drop */
+    }
+    c->dropped_upto = l + 1;
+}
+
 /* Move the state to (layer, stage): forward through whole parts with the
- * current weights; backwards by starting again from the embeddings. */
+ * current weights; backwards by starting again from the embeddings (not in
+ * sequential mode once weights were dropped). */
 static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
 {
     const qk_model_config *cfg = qk_model_cfg(c->m);
     int rc = 0;
     if (c->x_layer < 0 || c->x_layer > layer || (c->x_layer == layer && c->x_stage > stage)) {
+        if (c->dropped_upto > 0)
+            return qk_error(QK_EINVAL, "sequential GPTQ: layer %" PRId64 " asked for after the calibration state moved "
+                            "past layer %" PRId64 " (tensors must come in canonical order)", layer, c->dropped_upto - 1);
         const double t0 = qk_now();
         rc = qk_forward_embed(c->fwd, c->win, c->n_chunks * c->n_ctx, c->x);
         c->seconds += qk_now() - t0;
@@ -367,6 +390,7 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
             c->x_stage = 1;
         } else {
             qk_model_release_layer(c->m, c->x_layer);
+            drop_layer_weights(c, c->x_layer);
             c->x_layer++;
             c->x_stage = 0;
         }

@@ -679,6 +679,20 @@ START_TEST(test_gptq_method_sequential_sweeps_are_linear)
                 (long long)passes, recompute);
         ck_assert_int_eq(after_q, after_v);
         ck_assert_msg(passes <= 6 * L, "%lld sweeps for %lld layers", (long long)passes, (long long)L);
+        /* the layers behind the state dropped their quantized weights (memory
+         * holds one layer's, not the model's): going back is refused */
+        const qk_model_tensor *t0 = qk_model_find(m, "blk.0.attn_q.weight");
+        const int64_t rows0 = qk_model_tensor_rows(t0);
+        size_t rb0;
+        qk_type_row_bytes(o.type, t0->ne[0], &rb0);
+        float *w0 = malloc(sizeof(float) * (size_t)(rows0 * t0->ne[0]));
+        uint8_t *q0 = malloc(rb0 * (size_t)rows0);
+        ck_assert_int_eq(qk_model_rows_f32(m, t0, 0, rows0, w0), 0);
+        qk_gptq_stats st0;
+        ck_assert_int_eq(qk_gptq_calib_tensor(gc, t0, &o, w0, q0, NULL, NULL, &st0), QK_EINVAL);
+        ck_assert_ptr_nonnull(strstr(qk_errmsg(), "canonical order"));
+        free(w0);
+        free(q0);
         qk_gptq_calib_free(gc);
     }
     ck_assert_msg(digest[0] == digest[1], "kept layer inputs change the bytes (%016llx vs %016llx)",
