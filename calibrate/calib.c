@@ -731,7 +731,6 @@ static int layer_done(qk_calib_collector *c, int64_t layer, int64_t first, int64
     return rc;
 }
 
-
 static int stop_logits(void *ctx, int64_t seq, int64_t pos, const float *logits)
 {
     (void)ctx, (void)seq, (void)pos, (void)logits;

@@ -265,7 +265,6 @@ struct qk_calib_writer {
     int64_t n, next; /* entries announced, written */
 };
 
-
 void qk_calib_writer_abort(qk_calib_writer *cw)
 {
     if (!cw)

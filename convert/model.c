@@ -180,6 +180,12 @@ int qk_model_source_kind(const qk_model *m) { return m->kind; }
 const char *qk_model_path(const qk_model *m) { return m->path; }
 const qk_vocab *qk_model_vocab(const qk_model *m) { return m->vocab; }
 const qk_gguf *qk_model_gguf(const qk_model *m) { return m->gguf; }
+uint64_t qk_model_source_bytes(const qk_model *m) { return m->source_bytes; }
+int64_t qk_model_n_tensors(const qk_model *m) { return m->n_t; }
+const qk_model_tensor *qk_model_tensor_at(const qk_model *m, int64_t i)
+{
+    return i >= 0 && i < m->n_t ? &m->t[i] : NULL;
+}
 
 int qk_model_verify(const qk_model *m)
 {
@@ -194,12 +200,6 @@ int qk_model_verify(const qk_model *m)
         qk_error(rc, "%s (--no-verify to use it anyway)", msg);
     }
     return rc;
-}
-uint64_t qk_model_source_bytes(const qk_model *m) { return m->source_bytes; }
-int64_t qk_model_n_tensors(const qk_model *m) { return m->n_t; }
-const qk_model_tensor *qk_model_tensor_at(const qk_model *m, int64_t i)
-{
-    return i >= 0 && i < m->n_t ? &m->t[i] : NULL;
 }
 
 static int cmp_tensor_name(const void *a, const void *b)

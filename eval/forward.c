@@ -385,7 +385,6 @@ static qk_pool *pool_for(const qk_forward *f, double work)
     return work >= PAR_STEP_MIN ? f->pool : NULL;
 }
 
-
 typedef struct row_job {
     qk_forward *f;
     const int32_t *tokens;

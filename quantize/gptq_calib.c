@@ -131,17 +131,20 @@ static int group_of(int kind)
     }
 }
 
+/* The linear tensors of a layer, "blk.N.<kind>.weight", indexed by QK_LIN_* kind. */
+static const char *const k_kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+#define N_KINDS (int)(sizeof k_kinds / sizeof k_kinds[0])
+
 /* "blk.N.<kind>.weight" -> layer and QK_LIN_* kind; -1 for other tensors. */
 static int layer_kind(const char *name, int64_t *layer)
 {
-    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     long long l;
     int off = 0;
     if (sscanf(name, "blk.%lld.%n", &l, &off) != 1 || off == 0)
         return -1;
-    for (int k = 0; k < 7; k++) {
-        size_t n = strlen(kinds[k]);
-        if (!strncmp(name + off, kinds[k], n) && !strcmp(name + off + n, ".weight")) {
+    for (int k = 0; k < N_KINDS; k++) {
+        size_t n = strlen(k_kinds[k]);
+        if (!strncmp(name + off, k_kinds[k], n) && !strcmp(name + off + n, ".weight")) {
             *layer = l;
             return k;
         }
@@ -338,19 +341,17 @@ static int sweep(qk_gptq_calib *c, int64_t l, int parts)
     return rc;
 }
 
-
 /* Sequential: layer l is behind the state for good; its quantized weights
  * (float overrides in the forward pass: n_embd x (4 n_embd + 3 n_ff)
  * floats, 0.87 GB for a 7B layer) are dropped, so memory holds one layer's
  * worth, not the model's. */
 static void drop_layer_weights(qk_gptq_calib *c, int64_t l)
 {
-    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     if (!c->o.sequential)
         return;
-    for (int k = 0; k < 7; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         char name[96];
-        snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, kinds[k]);
+        snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, k_kinds[k]);
         qk_forward_override_weight(c->fwd, name, NULL); /* QK_ENOTFOUND for a tensor the model lacks: nothing to drop */
     }
     c->dropped_upto = l + 1;
@@ -398,8 +399,8 @@ static int state_to(qk_gptq_calib *c, int64_t layer, int stage)
     return rc;
 }
 
-/* tail_in for n columns of every window's rows; 0, or QK_ENOMEM (logged
- * once: the parts are then recomputed) */
+/* tail_in for n columns of every window's rows; 0, or QK_ENOMEM (logged:
+ * the parts are then recomputed) */
 static int tail_reserve(qk_gptq_calib *c, int64_t n)
 {
     c->tail_n = n;

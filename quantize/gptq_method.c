@@ -477,7 +477,8 @@ done:
 
 /* --------------------------------------------------------------- engine */
 
-typedef struct {
+typedef struct gq_job gq_job;
+struct gq_job {
     const gq_type *t;
     const qk_gptq_opts *o;
     int64_t rows, n, B;
@@ -486,6 +487,7 @@ typedef struct {
     uint8_t *blocks;        /* [rows][row_bytes] */
     float *deq;             /* [rows][n] or NULL */
     const gq_hess *shared;  /* NULL: per-row Hessians through row_h */
+    int (*chunk_fn)(gq_job *, const gq_hess *, int64_t, int64_t); /* task_chunk's work on a row chunk */
     qk_gptq_row_hessian_fn row_h;
     void *row_ctx;
     double *err, *err_gptq; /* [rows] */
@@ -496,7 +498,7 @@ typedef struct {
     int rc;
     int failed;             /* first failure claimed */
     char msg[512];
-} gq_job;
+};
 
 static void job_fail(gq_job *j, int rc)
 {
@@ -987,26 +989,16 @@ done:
     return rc;
 }
 
-static void task_gptq(void *ctx, int64_t ci, int thread)
+/* Row chunk ci with the shared Hessian: j->chunk_fn (the GPTQ pass, then
+ * the refinement) on rows [ROW_CHUNK ci, ...). */
+static void task_chunk(void *ctx, int64_t ci, int thread)
 {
     (void)thread;
     gq_job *j = ctx;
     if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
         return;
     int64_t r0 = ci * ROW_CHUNK, R = j->rows - r0 < ROW_CHUNK ? j->rows - r0 : ROW_CHUNK;
-    int rc = gptq_rows(j, j->shared, r0, R);
-    if (rc)
-        job_fail(j, rc);
-}
-
-static void task_refine(void *ctx, int64_t ci, int thread)
-{
-    (void)thread;
-    gq_job *j = ctx;
-    if (__atomic_load_n(&j->failed, __ATOMIC_ACQUIRE))
-        return;
-    int64_t r0 = ci * ROW_CHUNK, R = j->rows - r0 < ROW_CHUNK ? j->rows - r0 : ROW_CHUNK;
-    int rc = refine_chunk(j, j->shared, r0, R);
+    int rc = j->chunk_fn(j, j->shared, r0, R);
     if (rc)
         job_fail(j, rc);
 }
@@ -1106,7 +1098,8 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
         }
         j.shared = hs;
         const int64_t n_chunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
-        qk_pool_run(pool, n_chunks, 1, task_gptq, &j);
+        j.chunk_fn = gptq_rows;
+        qk_pool_run(pool, n_chunks, 1, task_chunk, &j);
         if (!j.failed && o->refine > 0) {
             /* U is done with: a Hessian of this tensor alone gives its memory
              * back before the float copy is made */
@@ -1116,7 +1109,8 @@ static int gq_run(const qk_gptq_opts *o, const gq_type *t, const float *w, int64
             }
             if ((rc = hess_make_float(hs)))
                 goto done;
-            qk_pool_run(pool, n_chunks, 1, task_refine, &j);
+            j.chunk_fn = refine_chunk;
+            qk_pool_run(pool, n_chunks, 1, task_chunk, &j);
         }
     } else {
         openblas_set_num_threads(1); /* the pool parallelises over rows */

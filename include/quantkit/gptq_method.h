@@ -17,8 +17,10 @@
  *      get their weight column set to 0 and are decoupled (diagonal = the
  *      mean live diagonal). H += lambda * I with lambda = damp * mean(live
  *      diag H).
- *   2. U = upper Cholesky factor of H^-1 (LAPACK dpotrf/dtrtri, live
- *      columns only). When a factorization fails or a pivot is below 1e-10
+ *   2. U = upper Cholesky factor of H^-1 (live columns only): a blocked
+ *      Cholesky of the reversed matrix and its triangular inverse, the
+ *      updates on the pool, LAPACK for 128-column diagonal blocks and
+ *      matrices under 256 columns; the same bits for any thread count. When a factorization fails or a pivot is below 1e-10
  *      x the mean diagonal, damp is raised x10 (from 0: to 1e-4) and tried
  *      again, up to 10 (reported in the stats).
  *   3. Columns are processed left to right in batches of `batch` columns
